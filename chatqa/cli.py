@@ -1,0 +1,234 @@
+"""The `chatqa` command line. Errors a user can cause print one line (`error: ...`) and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from knowledge.errors import ChatQAError
+from knowledge.search import SEARCH_MODES
+
+
+def _offline() -> None:
+    """No model hub is reachable: make every Hugging Face library fail fast instead of trying."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+
+
+def _open_kb(args):
+    from knowledge.base import KnowledgeBase
+
+    return KnowledgeBase(args.data_dir).open()
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+# -- kb ----------------------------------------------------------------------------------------------------------
+def cmd_kb_add(args) -> int:
+    from tqdm import tqdm
+
+    kb = _open_kb(args)
+    bar = tqdm(desc="adding", unit="file", disable=args.quiet, leave=False)
+
+    def progress(path: Path) -> None:
+        bar.set_postfix_str(path.name[:40])
+        bar.update(1)
+
+    report = kb.add_files(args.paths, progress=progress)
+    bar.close()
+    for doc in report.added:
+        print(f"added     [{doc.id}] {doc.name} ({doc.n_chunks} chunks)")
+    for doc in report.unchanged:
+        print(f"unchanged [{doc.id}] {doc.name} (already in the knowledge base)")
+    for err in report.failed:
+        print(f"error: {err}", file=sys.stderr)
+    print(f"{len(report.added)} added, {len(report.unchanged)} unchanged, {len(report.failed)} failed")
+    return 1 if report.failed else 0
+
+
+def cmd_kb_list(args) -> int:
+    docs = _open_kb(args).list_documents()
+    if args.json:
+        _print_json([d.__dict__ for d in docs])
+        return 0
+    if not docs:
+        print("The knowledge base is empty. Add documents with `chatqa kb add PATH...`.")
+        return 0
+    print(f"{'id':>4}  {'chunks':>6}  {'size':>9}  {'added':<20} name")
+    for d in docs:
+        print(f"{d.id:>4}  {d.n_chunks:>6}  {_size(d.size):>9}  {d.added[:19]:<20} {d.name}")
+    return 0
+
+
+def cmd_kb_remove(args) -> int:
+    doc = _open_kb(args).remove(args.doc_id)
+    print(f"removed [{doc.id}] {doc.name} ({doc.n_chunks} chunks)")
+    return 0
+
+
+def cmd_kb_reindex(args) -> int:
+    n = _open_kb(args).reindex()
+    print(f"re-indexed: {n} chunks")
+    return 0
+
+
+def cmd_kb_search(args) -> int:
+    hits = _open_kb(args).search(args.query, k=args.k, mode=args.mode)
+    if args.json:
+        _print_json([h.__dict__ for h in hits])
+        return 0
+    if not hits:
+        print("No matching passages.")
+    for rank, h in enumerate(hits, 1):
+        where = f"{h.doc_name}" + (f", page {h.page}" if h.page else "")
+        print(f"{rank}. [{where}] score {h.score:.4f} (dense {_fmt(h.dense_score)}, bm25 {_fmt(h.bm25_score)})")
+        print(f"   {_snippet(h.text)}")
+    return 0
+
+
+# -- eval --------------------------------------------------------------------------------------------------------
+def cmd_eval_retrieval(args) -> int:
+    from chatqa.evaluation import evaluate_retrieval, parse_ks
+
+    report = evaluate_retrieval(args.squad, ks=parse_ks(args.k), mode=args.mode, limit=args.limit)
+    _print_report(report, args.json)
+    return 0
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    """One JSON object on one line, or aligned `key: value` lines."""
+    if as_json:
+        print(json.dumps(report))
+        return
+    for key, value in report.items():
+        print(f"{key:>24}: {value}")
+
+
+def cmd_eval_reader(args) -> int:
+    from chatqa.evaluation import evaluate_reader
+
+    report = evaluate_reader(
+        args.squad, checkpoint=args.checkpoint, limit=args.limit, show_progress=not args.quiet,
+        articles=args.articles,
+    )
+    _print_report(report, args.json)
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _snippet(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir", type=Path, default=None,
+        help="data directory (default: $CHATQA_DATA_DIR or ./chatqa-data)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+    parser = argparse.ArgumentParser(
+        prog="chatqa", description="Offline conversational question answering over your own documents."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    kb = commands.add_parser("kb", help="manage the knowledge base", description="Manage the knowledge base.")
+    kb_commands = kb.add_subparsers(dest="kb_command", metavar="KB_COMMAND", required=True)
+    p = kb_commands.add_parser("add", parents=[common], help="add files and folders (PDF, DOCX, HTML, Markdown, text)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked recursively)")
+    p.set_defaults(func=cmd_kb_add)
+    p = kb_commands.add_parser("list", parents=[common], help="list the documents")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_kb_list)
+    p = kb_commands.add_parser("remove", parents=[common], help="remove a document and its passages")
+    p.add_argument("doc_id", type=int, metavar="DOC_ID", help="the id shown by `chatqa kb list`")
+    p.set_defaults(func=cmd_kb_remove)
+    p = kb_commands.add_parser("reindex", parents=[common], help="re-chunk and re-embed every document")
+    p.set_defaults(func=cmd_kb_reindex)
+    p = kb_commands.add_parser("search", parents=[common], help="hybrid search: dense + BM25 with rank fusion")
+    p.add_argument("query")
+    p.add_argument("--k", type=_positive_int, default=5, help="number of passages (default 5)")
+    p.add_argument("--mode", choices=SEARCH_MODES, default="hybrid", help="retriever (default hybrid)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_kb_search)
+
+    ev = commands.add_parser("eval", help="evaluate on SQuAD-format files", description="Evaluate ChatQA.")
+    ev_commands = ev.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
+    p = ev_commands.add_parser(
+        "retrieval", parents=[common], help="recall@k of a throw-away knowledge base built from a SQuAD file"
+    )
+    p.add_argument("--squad", required=True, type=Path, help="SQuAD-format JSON file")
+    p.add_argument("--k", default="1,5,20", help="comma-separated cut-offs (default 1,5,20)")
+    p.add_argument("--mode", choices=SEARCH_MODES, default="hybrid", help="retriever (default hybrid)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_retrieval)
+    p = ev_commands.add_parser(
+        "reader", parents=[common],
+        help="EM/F1 of the extractive reader, each question read against its own gold paragraph",
+    )
+    p.add_argument("--squad", required=True, type=Path, help="SQuAD-format JSON file (v1.1 or v2.0)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions")
+    p.add_argument(
+        "--checkpoint", type=Path, default=None, help="reader checkpoint folder (default: the shipped reader)"
+    )
+    p.add_argument(
+        "--articles", choices=("even", "odd"), default=None,
+        help="only the articles at even or odd positions (the reader's threshold is calibrated on the even ones)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_reader)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    _offline()
+    try:
+        return args.func(args)
+    except ChatQAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
