@@ -106,9 +106,10 @@ def plot(results: dict, path: Path) -> None:
 
     sizes = [r["chunks"] for r in results["search"]]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for mode, marker in (("hybrid", "o"), ("dense", "s"), ("bm25", "^")):
-        ax.plot(sizes, [r[f"{mode}_p50_ms"] for r in results["search"]], marker=marker, label=f"{mode} p50")
-        ax.plot(sizes, [r[f"{mode}_p95_ms"] for r in results["search"]], marker=marker, ls="--", label=f"{mode} p95")
+    for mode, marker, color in (("hybrid", "o", "C0"), ("dense", "s", "C1"), ("bm25", "^", "C2")):
+        for stat, style in (("p50", "-"), ("p95", "--")):
+            values = [r[f"{mode}_{stat}_ms"] for r in results["search"]]
+            ax.plot(sizes, values, marker=marker, ls=style, color=color, label=f"{mode} {stat}")
     ax.axhline(50, color="grey", lw=0.8, ls=":", label="50 ms target (hybrid p95)")
     ax.set_xscale("log")
     ax.set_xlabel("chunks in the knowledge base")
@@ -124,7 +125,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000", help="knowledge-base sizes in chunks")
     parser.add_argument("--queries", type=int, default=200, help="timed queries per size")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the saved JSON")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((args.out / "retrieval.json").read_text()), args.out / "retrieval.png")
+        return
 
     rng = random.Random(0)
     embedder = Embedder()
