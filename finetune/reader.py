@@ -124,6 +124,7 @@ class ReaderTrainer:
             raise ValueError("batch_size must be a multiple of grad_accum")
         self.cfg = cfg
         self.out = Path(cfg.out)
+        self.state: dict = {}
 
     def run(self) -> Path:
         import torch
@@ -178,6 +179,7 @@ class ReaderTrainer:
             accelerator.load_state(str(state_dir))
             state = json.loads((state_dir / "trainer_state.json").read_text())
             logger.info("resumed from %s at step %d", state_dir, state["step"])
+        self.state = state
 
         model.train()
         step_t0, window_count = time.perf_counter(), 0
@@ -201,6 +203,7 @@ class ReaderTrainer:
                         optimizer.zero_grad()
                     loss_sum += loss.item() / cfg.grad_accum
                 state["step"] += 1
+                state.setdefault("losses", []).append(round(loss_sum, 4))
                 window_count += len(batch)
                 step = state["step"]
                 if step % cfg.log_every == 0 or step == 1:

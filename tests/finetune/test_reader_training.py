@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+import finetune.reader
+from finetune.__main__ import main as finetune_main
+from finetune.data import TrainExample, neighbour_negatives, removed_sentence_negative, with_negatives
+from finetune.reader import ReaderTrainer, ReaderTrainingConfig, length_bucketed_batches
+
+PARAGRAPHS = [
+    ("Paris", "The Eiffel Tower stands in Paris. Gustave Eiffel's company built it. It opened in 1889.",
+     [("Who built the Eiffel Tower?", "Gustave Eiffel"), ("When did the tower open?", "1889")]),
+    ("Paris", "The Louvre is the world's most visited museum. It holds the Mona Lisa. It is in Paris.",
+     [("What painting does the Louvre hold?", "the Mona Lisa"), ("Which museum is the most visited?", "The Louvre")]),
+    ("Birds", "Penguins are flightless birds. They live in the Southern Hemisphere. They eat krill.",
+     [("Where do penguins live?", "Southern Hemisphere"), ("What do penguins eat?", "krill")]),
+    ("Birds", "Ostriches are the largest living birds. They run at 70 km/h. They live in Africa.",
+     [("How fast do ostriches run?", "70 km/h"), ("Where do ostriches live?", "Africa")]),
+]
+
+
+def squad_json() -> dict:
+    articles: dict[str, list] = {}
+    for n, (title, context, qas) in enumerate(PARAGRAPHS):
+        articles.setdefault(title, []).append(
+            {
+                "context": context,
+                "qas": [
+                    {"id": f"p{n}q{i}", "question": q, "answers": [{"text": a, "answer_start": context.index(a)}]}
+                    for i, (q, a) in enumerate(qas)
+                ],
+            }
+        )
+    return {"version": "1.1", "data": [{"title": t, "paragraphs": ps} for t, ps in articles.items()]}
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    from knowledge.embedder import packaged_minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=37, max_position_embeddings=128,
+    )
+    folder = tmp_path_factory.mktemp("tiny-base")
+    BertForQuestionAnswering(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def train_file(tmp_path):
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(squad_json()))
+    return path
+
+
+def _config(train_file, base, out, **overrides) -> ReaderTrainingConfig:
+    values = dict(
+        train=[str(train_file)], base=str(base), out=str(out), epochs=40, lr=3e-3, batch_size=4, max_length=64,
+        stride=16, max_question_tokens=16, negatives=0.0, warmup=0.0, save_every=1000, log_every=1000, bf16=False,
+        freeze_embeddings=False,
+    )
+    values.update(overrides)
+    return ReaderTrainingConfig(**values)
+
+
+def test_tiny_model_loss_falls_and_a_loadable_fp16_reader_is_written(tiny_base, train_file, tmp_path):
+    from safetensors import safe_open
+
+    from chatqa.reader import ExtractiveReader
+
+    trainer = ReaderTrainer(_config(train_file, tiny_base, tmp_path / "run"))
+    folder = trainer.run()
+    losses = trainer.state["losses"]
+    assert len(losses) == 80  # 8 windows / batch 4 × 40 epochs
+    assert sum(losses[-8:]) / 8 < 0.5 * sum(losses[:8]) / 8, losses
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}  # noqa: SIM118 (not a dict)
+    settings = json.loads((folder / "chatqa_reader.json").read_text())
+    assert settings["max_length"] == 64 and settings["stride"] == 16
+    reader = ExtractiveReader(folder, threshold=1e9)
+    title, context, qas = PARAGRAPHS[2]
+    answer = reader.read(qas[0][0], [context]).best
+    assert answer is not None and context[answer.start : answer.end] == answer.text
+
+
+def test_interrupted_run_keeps_the_old_model_and_resumes(tiny_base, train_file, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "marker.txt").write_text("the model the app uses")
+    calls = {"n": 0}
+    real_collate = finetune.reader.collate
+
+    def interrupting_collate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt("simulated Ctrl-C at step 8")
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(finetune.reader, "collate", interrupting_collate)
+    cfg = _config(train_file, tiny_base, out, epochs=5, save_every=3)
+    with pytest.raises(KeyboardInterrupt):
+        ReaderTrainer(cfg).run()
+    assert (out / "model" / "marker.txt").read_text() == "the model the app uses"  # untouched
+    state = json.loads((out / "state" / "trainer_state.json").read_text())
+    assert state["step"] == 6  # the last checkpoint before the interruption
+    assert not (out / "state.tmp").exists() or not (out / "state.tmp" / "trainer_state.json").exists()
+
+    monkeypatch.setattr(finetune.reader, "collate", real_collate)
+    trainer = ReaderTrainer(cfg)
+    folder = trainer.run()
+    assert trainer.state["step"] == 10 and len(trainer.state["losses"]) == 10  # 6 restored + 4 new
+    assert (folder / "model.safetensors").exists() and not (folder / "marker.txt").exists()
+
+
+def test_removed_sentence_negative_drops_the_answer():
+    context = "Alpha is first. Gustave Eiffel built the tower. Omega comes last. Nothing else here."
+    start = context.index("Gustave Eiffel")
+    ex = TrainExample("Who built it?", context, (start, start + len("Gustave Eiffel")), "positive", "t")
+    neg = removed_sentence_negative(ex)
+    assert neg is not None and neg.answer is None and neg.kind == "removed"
+    assert neg.context == "Alpha is first. Omega comes last. Nothing else here."
+    # the answer text still elsewhere in the paragraph: no negative
+    twice = context + " Gustave Eiffel again."
+    assert removed_sentence_negative(TrainExample("q", twice, ex.answer, "positive", "t")) is None
+
+
+def _span(context: str, answer: str) -> tuple[int, int]:
+    return context.index(answer), context.index(answer) + len(answer)
+
+
+def test_neighbour_negative_is_the_most_similar_paragraph_without_the_answer():
+    penguins, ostriches = PARAGRAPHS[2][1], PARAGRAPHS[3][1]
+    examples = [
+        TrainExample("Where do penguins live?", penguins, _span(penguins, "Southern Hemisphere"), "positive", "Birds"),
+        TrainExample("Where do ostriches live?", ostriches, _span(ostriches, "Africa"), "positive", "Birds"),
+        TrainExample("Who built it?", PARAGRAPHS[0][1], _span(PARAGRAPHS[0][1], "Gustave Eiffel"), "positive", "Paris"),
+    ]
+    negatives = neighbour_negatives(examples, [0, 2])
+    assert list(negatives) == [0]  # the Paris article has one paragraph here: no neighbour
+    assert negatives[0].context == ostriches and negatives[0].answer is None and negatives[0].kind == "neighbour"
+
+
+def test_with_negatives_adds_about_the_ratio():
+    examples = [
+        TrainExample(q, c, (c.index(a), c.index(a) + len(a)), "positive", t)
+        for t, c, qas in PARAGRAPHS for q, a in qas
+    ]
+    mixed = with_negatives(examples, ratio=0.5, seed=1)
+    negatives = [ex for ex in mixed if ex.answer is None]
+    assert len(mixed) == len(examples) + len(negatives) and 1 <= len(negatives) <= 4
+    assert mixed == with_negatives(examples, ratio=0.5, seed=1)  # deterministic
+    with pytest.raises(ValueError, match="negative ratio must be >= 0"):
+        with_negatives(examples, ratio=-1)
+
+
+def test_length_bucketed_batches_cover_every_window_once():
+    lengths = [random.Random(i).randint(10, 300) for i in range(1000)]
+    batches = length_bucketed_batches(lengths, 32, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) <= 32 for b in batches)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 40  # windows of similar length share a batch: little padding
+    assert batches == length_bucketed_batches(lengths, 32, random.Random(0))
+
+
+def test_cli_help_and_bad_arguments(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        finetune_main(["reader", "--help"])
+    assert exit_info.value.code == 0 and "--max-train-samples" in capsys.readouterr().out
+    code = finetune_main(["reader", "--train", str(tmp_path / "x.json"), "--batch-size", "10", "--grad-accum", "3"])
+    assert code == 1 and "batch_size must be a multiple of grad_accum" in capsys.readouterr().err
