@@ -121,7 +121,7 @@ def cmd_eval_reader(args) -> int:
 
     report = evaluate_reader(
         args.squad, checkpoint=args.checkpoint, limit=args.limit, show_progress=not args.quiet,
-        articles=args.articles,
+        articles=args.articles, sample=args.sample,
     )
     _print_report(report, args.json)
     return 0
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions")
     p.add_argument(
         "--checkpoint", type=Path, default=None, help="reader checkpoint folder (default: the shipped reader)"
+    )
+    p.add_argument(
+        "--sample", type=_positive_int, default=None, help="a fixed, seeded sample of N questions (same every run)"
     )
     p.add_argument(
         "--articles", choices=("even", "odd"), default=None,

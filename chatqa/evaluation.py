@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import tempfile
 import time
 from collections.abc import Sequence
@@ -129,6 +130,7 @@ def evaluate_reader(
     batch_questions: int = 32,
     show_progress: bool = False,
     articles: str | None = None,
+    sample: int | None = None,
 ) -> dict:
     """Reading comprehension: the reader answers each question from its own gold paragraph only.
 
@@ -141,7 +143,8 @@ def evaluate_reader(
     ``best_f1_threshold`` (the best threshold for this very file). Always ``squad_version``, ``threshold``,
     ``questions``, ``seconds`` (loading included), ``questions_per_second``
     (reading only) and ``checkpoint``. Scores are percentages (0-100). ``articles`` = "even" or "odd" keeps the
-    articles at even or odd positions of the file (the calibration split and the held-out split).
+    articles at even or odd positions of the file (the calibration split and the held-out split). ``sample`` = N
+    keeps a fixed, seeded sample of N questions (the same ones on every run).
     """
     from chatqa.reader import ExtractiveReader
 
@@ -155,6 +158,9 @@ def evaluate_reader(
     squad = load_squad(squad_path)
     is_v2 = squad.is_v2
     examples = list(select_articles(squad, articles).examples())
+    if sample is not None and sample < len(examples):
+        keep = set(random.Random(0).sample(range(len(examples)), sample))  # fixed: the same questions every run
+        examples = [ex for i, ex in enumerate(examples) if i in keep]
     if limit is not None:
         examples = examples[:limit]
     if not examples:

