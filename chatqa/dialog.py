@@ -1,0 +1,128 @@
+"""History-aware questions: turn a follow-up ("When was it built?") into a standalone question for retrieval and
+reading ("When was the Eiffel Tower built?"), keeping the person's own words for display.
+
+The rewrite is rule-based and cheap: pronouns and demonstratives are replaced by what they most likely point to
+(the subject of the previous question, or its answer when that answer is a name and the pronoun is personal), and
+elliptical follow-ups ("And the second one?", "Why?") borrow the subject of the previous question.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+WH_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "in", "on", "at", "during", "by",
+            "from", "for", "to", "of", "with", "after", "before", "since", "about", "tell", "me", "describe", "explain",
+            "name", "give", "list", "according"}
+AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "has", "have", "had", "can", "could", "will",
+               "would", "should", "may", "might", "must", "shall", "be", "been", "being", "many", "much", "long",
+               "old", "far", "year", "years", "type", "kind", "percentage", "number", "the", "a", "an"}
+PERSONAL = {"he": "", "him": "", "she": "", "they": "", "them": "", "his": "'s", "her": "'s", "their": "'s",
+            "hers": "'s", "theirs": "'s"}
+NEUTER = {"it": "", "its": "'s", "this": "", "that": "", "these": "", "those": ""}
+ELLIPSIS_STARTS = ("and ", "what about ", "how about ", "also ", "and what about ")
+_TOKEN = re.compile(r"[A-Za-z0-9][\w'’.-]*|[^\w\s]")
+_NAME = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|de|von|van|and|&)\s+)?(?:[A-Z][\w'’.-]*|\d[\w-]*))*")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One earlier turn as the dialog manager sees it."""
+
+    question: str  # the standalone question of that turn
+    answer: str  # the span the reader found ("" when it abstained)
+
+
+def _words(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def subject_of(question: str) -> str:
+    """The likely subject of a question: its longest name-like phrase, else the words after the wh-word/auxiliaries.
+
+    "When was the Eiffel Tower built?" → "the Eiffel Tower"; "What do penguins eat?" → "penguins eat".
+    """
+    body = question.strip().rstrip("?.! ")
+    names = [m.group(0) for m in _NAME.finditer(body) if m.start() > 0 or m.group(0).lower() not in WH_WORDS]
+    names = [n for n in names if n.split()[0].lower() not in WH_WORDS | AUXILIARIES or len(n.split()) > 1]
+    if names:
+        best = max(names, key=lambda n: (len(n.split()), len(n)))
+        start = body.find(best)
+        article = re.search(r"\b(the|The)\s+$", body[:start])
+        return ("the " if article else "") + _strip_leading_function_words(best)
+    words = body.split()
+    i = 0
+    while i < len(words) and words[i].lower() in WH_WORDS | AUXILIARIES:
+        i += 1
+    return " ".join(words[i : i + 4])
+
+
+def _strip_leading_function_words(phrase: str) -> str:
+    words = phrase.split()
+    while len(words) > 1 and words[0].lower() in WH_WORDS | AUXILIARIES:
+        words = words[1:]
+    return " ".join(words)
+
+
+def _is_name(text: str) -> bool:
+    words = text.split()
+    return 0 < len(words) <= 6 and all(w[:1].isupper() or w.lower() in {"of", "the", "de", "von", "van"} for w in words)
+
+
+class DialogManager:
+    """Rewrites follow-up questions with the help of the conversation so far."""
+
+    def __init__(self, max_history: int = 3):
+        if max_history < 1:
+            raise ValueError(f"max_history must be at least 1, got {max_history}")
+        self.max_history = max_history
+
+    def condense(self, question: str, history: Sequence[Exchange]) -> str:
+        """The standalone form of `question`; unchanged when there is no history or nothing to resolve."""
+        question = " ".join(question.split())
+        if not history or not question:
+            return question
+        previous = history[-1]
+        lower = question.lower()
+        words = _words(question)
+        lowered = [w.lower() for w in words]
+        pronouns = [w for w in lowered if w in PERSONAL or w in NEUTER]
+        topic = subject_of(previous.question)
+        if pronouns:
+            return self._replace_pronouns(words, previous, topic)
+        names_something = any(w[:1].isupper() or w[:1].isdigit() for w in words[1:])
+        if lower.startswith(ELLIPSIS_STARTS) or (len(lowered) <= 4 and not names_something):
+            return self._fill_ellipsis(question, previous)
+        return question
+
+    def _replace_pronouns(self, words: list[str], previous: Exchange, topic: str) -> str:
+        asked_who = previous.question.strip().lower().startswith(("who", "whom", "whose"))
+        person = previous.answer if previous.answer and (asked_who or _is_name(previous.answer)) else None
+        out, replaced = [], False
+        for i, word in enumerate(words):
+            lower = word.lower()
+            target = None
+            if lower in PERSONAL and not replaced:
+                target = (person or topic) + PERSONAL[lower]
+            elif lower in NEUTER and not replaced:
+                following = words[i + 1].lower() if i + 1 < len(words) else ""
+                # "that" as a conjunction or "this year" as a determiner is left alone
+                if lower in ("this", "that", "these", "those") and following.isalpha() and following not in AUXILIARIES:
+                    target = None
+                else:
+                    target = topic + NEUTER[lower]
+            if target:
+                out.append(target)
+                replaced = True
+            else:
+                out.append(word)
+        text = " ".join(out)
+        return re.sub(r"\s+([?.!,;:'’])", r"\1", text).replace(" 's", "'s")
+
+    def _fill_ellipsis(self, question: str, previous: Exchange) -> str:
+        """'And the 1990s?' after 'Who won in the 1980s?' → 'And the 1990s? (Who won in the 1980s?)'.
+
+        The previous question rides along in brackets: retrieval and the reader see its words, the new words lead.
+        """
+        return f"{question.rstrip()} ({previous.question.strip()})"

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from chatqa.dialog import DialogManager, Exchange, subject_of
+
+EIFFEL = [Exchange("When was the Eiffel Tower built?", "1887 to 1889")]
+DESIGNER = [Exchange("Who designed the Eiffel Tower?", "Gustave Eiffel")]
+SUPER_BOWL = [Exchange("Which NFL team represented the AFC at Super Bowl 50?", "Denver Broncos")]
+
+
+@pytest.mark.parametrize(
+    "question, subject",
+    [
+        ("When was the Eiffel Tower built?", "the Eiffel Tower"),
+        ("Who was the Duke of Normandy in 1066?", "the Duke of Normandy"),
+        ("Which NFL team represented the AFC at Super Bowl 50?", "Super Bowl 50"),
+        ("In what country is Normandy located?", "Normandy"),
+        ("What do penguins eat?", "penguins eat"),
+    ],
+)
+def test_subject_of(question, subject):
+    assert subject_of(question) == subject
+
+
+@pytest.mark.parametrize(
+    "history, follow_up, standalone",
+    [
+        (EIFFEL, "Who designed it?", "Who designed the Eiffel Tower?"),
+        (EIFFEL, "What is its height?", "What is the Eiffel Tower's height?"),
+        (DESIGNER, "Where was he born?", "Where was Gustave Eiffel born?"),  # a "who" question: he = its answer
+        (DESIGNER, "What was his nationality?", "What was Gustave Eiffel's nationality?"),
+        (SUPER_BOWL, "Who coached them?", "Who coached Denver Broncos?"),  # the answer is a name
+        (SUPER_BOWL, "Where was it played?", "Where was Super Bowl 50 played?"),
+        (EIFFEL, "And the Statue of Liberty?", "And the Statue of Liberty? (When was the Eiffel Tower built?)"),
+        (EIFFEL, "Why?", "Why? (When was the Eiffel Tower built?)"),
+    ],
+)
+def test_follow_ups_become_standalone(history, follow_up, standalone):
+    assert DialogManager().condense(follow_up, history) == standalone
+
+
+def test_questions_that_need_no_history_are_unchanged():
+    dm = DialogManager()
+    assert dm.condense("Who designed the Statue of Liberty?", EIFFEL) == "Who designed the Statue of Liberty?"
+    assert dm.condense("Is that correct answer from this book?", EIFFEL) == "Is that correct answer from this book?"
+    assert dm.condense("Who designed it?", []) == "Who designed it?"
+    assert dm.condense("Who is Tesla?", EIFFEL) == "Who is Tesla?"  # short, but names its subject
+    assert dm.condense("  spaced   out  ", []) == "spaced out"
+    assert dm.condense("How tall?", EIFFEL) == "How tall? (When was the Eiffel Tower built?)"
+
+
+def test_max_history_validation():
+    with pytest.raises(ValueError, match="max_history must be at least 1"):
+        DialogManager(max_history=0)
