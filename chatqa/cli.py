@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatqa.turn import ANSWER_MODES
 from knowledge.errors import ChatQAError
 from knowledge.search import SEARCH_MODES
 
@@ -98,11 +99,107 @@ def cmd_kb_search(args) -> int:
     return 0
 
 
+# -- ask / chat --------------------------------------------------------------------------------------------------
+def _engine(args):
+    from chatqa.engine import EngineSettings, open_engine
+
+    return open_engine(args.data_dir, settings=EngineSettings(mode=args.mode, k=args.k), reader_checkpoint=args.reader)
+
+
+def _answer(engine, question: str, conversation: str | None, *, stream: bool):
+    """Run one turn, streaming the answer to stdout when `stream`; returns the TurnResult."""
+    for event in engine.stream(question, conversation):
+        if event.kind == "status" and stream:
+            print(f"({event.text})")
+        elif event.kind == "token" and stream:
+            print(event.text, end="", flush=True)
+        elif event.kind == "replace" and stream:
+            print(f"\n[the draft did not keep the extracted answer; showing it instead]\n{event.text}", end="")
+        elif event.kind == "final":
+            if stream:
+                print()
+            return event.result
+    raise AssertionError("a turn always ends with a final event")
+
+
+def _print_sources(result) -> None:
+    for rank, hit in enumerate(result.passages, 1):
+        where = hit.doc_name + (f", page {hit.page}" if hit.page else "")
+        text = hit.text
+        if result.span is not None and result.span.passage_index == rank - 1:
+            s, e = result.span.start, result.span.end
+            text = text[:s] + "[[" + text[s:e] + "]]" + text[e:]
+            lo = max(0, s - 150)
+            text = ("…" if lo else "") + text[lo : e + 160] + ("…" if e + 160 < len(hit.text) else "")
+        print(f"  [{rank}] {where} (score {hit.score:.3f}): {_snippet(text, 360)}")
+
+
+def cmd_ask(args) -> int:
+    engine = _engine(args)
+    conversation = args.conversation or engine.log.new_conversation()
+    if args.mode == "generative":
+        engine.warm_up()
+    result = _answer(engine, args.question, conversation, stream=not args.json)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(result), ensure_ascii=False, indent=2))
+        return 0
+    _print_sources(result)
+    print(f"(conversation {conversation}: continue it with --conversation {conversation})")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    engine = _engine(args)
+    print("Loading models…", flush=True)
+    engine.warm_up(decoder=args.mode != "extractive")
+    conversation = engine.log.new_conversation()
+    print(f"ChatQA: {len(engine.kb.list_documents())} documents. Ask a question; /new starts a new conversation; "
+          "an empty line or Ctrl-D quits.")
+    while True:
+        try:
+            question = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not question:
+            return 0
+        if question == "/new":
+            conversation = engine.log.new_conversation()
+            print("(new conversation)")
+            continue
+        print("chatqa> ", end="", flush=True)
+        try:
+            result = _answer(engine, question, conversation, stream=True)
+        except ChatQAError as e:
+            print(f"error: {e}")
+            continue
+        _print_sources(result)
+
+
 # -- eval --------------------------------------------------------------------------------------------------------
 def cmd_eval_retrieval(args) -> int:
     from chatqa.evaluation import evaluate_retrieval, parse_ks
 
     report = evaluate_retrieval(args.squad, ks=parse_ks(args.k), mode=args.mode, limit=args.limit)
+    _print_report(report, args.json)
+    return 0
+
+
+def cmd_eval_conversations(args) -> int:
+    from chatqa.decoder import GenerativeDecoder
+    from chatqa.evaluation import evaluate_conversations
+    from chatqa.reader import ExtractiveReader
+
+    decoder = None
+    if args.mode != "extractive":
+        from knowledge.base import default_data_dir
+
+        decoder = GenerativeDecoder((args.data_dir or default_data_dir()) / "models")
+        decoder.warm_up()
+    report = evaluate_conversations(args.file, args.squad, mode=args.mode, reader=ExtractiveReader(args.reader),
+                                    decoder=decoder)
     _print_report(report, args.json)
     return 0
 
@@ -185,6 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_kb_search)
 
+    answering = argparse.ArgumentParser(add_help=False)
+    answering.add_argument("--mode", choices=ANSWER_MODES, default="auto",
+                           help="extractive: the span and its sentence; generative: the decoder phrases it; "
+                                "auto: the decoder when it is loaded (default)")
+    answering.add_argument("--k", type=_positive_int, default=5, help="passages read per question (default 5)")
+    answering.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the shipped one)")
+    p = commands.add_parser("ask", parents=[common, answering], help="answer one question from the knowledge base",
+                            description="Answer one question, with its sources and the answer span marked [[…]].")
+    p.add_argument("question")
+    p.add_argument("--conversation", default=None, help="continue this conversation (id printed by an earlier ask)")
+    p.add_argument("--json", action="store_true", help="print the whole turn as JSON")
+    p.set_defaults(func=cmd_ask)
+    p = commands.add_parser("chat", parents=[common, answering], help="interactive chat in the terminal",
+                            description="A multi-turn chat in the terminal that streams answers and shows sources.")
+    p.set_defaults(func=cmd_chat)
+
     ev = commands.add_parser("eval", help="evaluate on SQuAD-format files", description="Evaluate ChatQA.")
     ev_commands = ev.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
     p = ev_commands.add_parser(
@@ -214,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_reader)
+    p = ev_commands.add_parser(
+        "conversations", parents=[common],
+        help="multi-turn evaluation: first turns vs follow-ups, with and without history",
+    )
+    p.add_argument("--file", required=True, type=Path, help="conversation set (format: finetune/data/README.md)")
+    p.add_argument("--squad", required=True, type=Path, help="SQuAD file whose articles form the knowledge base")
+    p.add_argument("--mode", choices=ANSWER_MODES, default="extractive", help="answer mode (default extractive)")
+    p.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the shipped one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_conversations)
     return parser
 
 

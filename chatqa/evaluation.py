@@ -264,3 +264,85 @@ def calibrate_threshold(squad_path: str | Path, reader, *, articles: str = "even
         "file": Path(squad_path).name, "articles": articles, "questions": len(examples),
         "threshold": round(threshold, 4), "best_f1": round(scores["best_f1"], 2),
     }
+
+
+def load_conversations(path: str | Path) -> list[dict]:
+    """The conversations of a file in the conversational-set format (see finetune/data/README.md)."""
+    import json
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        conversations = raw["conversations"]
+        for c in conversations:
+            if not c["turns"] or not all(t["question"].strip() and t["answers"] for t in c["turns"]):
+                raise ValueError(f"conversation {c.get('id')!r} needs turns with a question and answers")
+            c.setdefault("title", "")
+    except FileNotFoundError:
+        raise ChatQAError(f"{path}: no such file") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ChatQAError(f"{path}: not a conversation set ({e}); see finetune/data/README.md for the format") from None
+    return conversations
+
+
+def evaluate_conversations(
+    conversations_path: str | Path,
+    squad_path: str | Path,
+    *,
+    mode: str = "extractive",
+    k: int = 5,
+    reader=None,
+    embedder: Embedder | None = None,
+    decoder=None,
+) -> dict:
+    """Run each conversation turn by turn through the dialog manager over a knowledge base of the SQuAD file's
+    articles, and score first turns and follow-ups separately (F1 in %, recall@k and abstention as shares).
+
+    Follow-ups are also asked alone, without their history, to measure what history handling adds.
+    """
+    from chatqa.engine import ChatEngine, EngineSettings
+    from chatqa.reader import ExtractiveReader
+
+    t0 = time.perf_counter()
+    conversations = load_conversations(conversations_path)
+    squad = load_squad(squad_path)
+    reader = reader if reader is not None else ExtractiveReader()
+    scores: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        scores.setdefault(key, []).append(value)
+
+    with tempfile.TemporaryDirectory(prefix="chatqa-eval-") as tmp, KnowledgeBase(tmp, embedder=embedder) as kb:
+        doc_ids = {doc.title: doc_id for doc, doc_id in build_article_kb(squad, kb)}
+        engine = ChatEngine(kb, reader, decoder=decoder, settings=EngineSettings(mode=mode, k=k))
+
+        def score(result, turn: dict, doc_id: int | None, prefix: str, suffix: str = "") -> None:
+            answers = turn["answers"]
+            span = result.span.text if result.span is not None else ""
+            add(f"{prefix}_span_f1{suffix}", 100 * metrics.f1(span, answers))
+            add(f"{prefix}_answer_f1{suffix}", 100 * metrics.f1(result.answer if not result.abstained else "", answers))
+            wanted = [metrics.normalize_answer(a) for a in answers]
+            found = any(
+                (doc_id is None or h.doc_id == doc_id) and any(w and w in metrics.normalize_answer(h.text) for w in wanted)
+                for h in result.passages
+            )
+            add(f"{prefix}_recall@{k}{suffix}", float(found))
+            add(f"{prefix}_abstained{suffix}", float(result.abstained))
+
+        for conversation in conversations:
+            doc_id = doc_ids.get(conversation["title"])
+            for index, turn in enumerate(conversation["turns"]):
+                prefix = "first" if index == 0 else "followup"
+                score(engine.ask(turn["question"], f"eval-{conversation['id']}"), turn, doc_id, prefix)
+                if index > 0:
+                    score(engine.ask(turn["question"]), turn, doc_id, "followup", "_no_history")
+
+    report = {key: round(sum(values) / len(values), 4 if "recall" in key or "abstained" in key else 2)
+              for key, values in sorted(scores.items())}
+    n_first, n_follow = len(scores["first_span_f1"]), len(scores.get("followup_span_f1", []))
+    all_abstained = scores["first_abstained"] + scores.get("followup_abstained", [])
+    report.update(
+        abstention_rate=round(sum(all_abstained) / len(all_abstained), 4),
+        conversations=len(conversations), first_turns=n_first, followups=n_follow, mode=mode,
+        seconds=round(time.perf_counter() - t0, 1),
+    )
+    return report

@@ -1,0 +1,216 @@
+"""One conversational turn, end to end:
+
+    question + history → DialogManager.condense → KnowledgeBase.search → ExtractiveReader.read → decide
+      → compose (template or GenerativeDecoder) → TurnResult → ConversationLog.record
+
+`ChatEngine.stream` yields events as the turn progresses (status lines, answer pieces, then the TurnResult) so a UI
+or terminal can show the answer while it is written; `ChatEngine.ask` returns the TurnResult.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from chatqa.decoder import (
+    DecoderUnavailable,
+    GenerativeDecoder,
+    abstention_answer,
+    evidence_sentence,
+    template_answer,
+)
+from chatqa.dialog import DialogManager, Exchange
+from chatqa.log import ConversationLog
+from chatqa.reader import ExtractiveReader
+from chatqa.turn import ANSWER_MODES, AnswerSpan, TurnResult
+from knowledge.base import KnowledgeBase
+from knowledge.errors import InvalidQuery
+
+logger = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARS = 2_000
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    mode: str = "auto"  # extractive: span + its sentence; generative: the decoder phrases it; auto: decoder if loaded
+    k: int = 5  # passages read per question
+    strictness: float = 0.0  # subtracted from the reader's calibrated threshold: higher abstains more often
+
+    def __post_init__(self) -> None:
+        if self.mode not in ANSWER_MODES:
+            raise InvalidQuery(f"answer mode must be one of {', '.join(ANSWER_MODES)}, got {self.mode!r}")
+        if not 1 <= self.k <= 50:
+            raise InvalidQuery(f"the number of passages must be between 1 and 50, got {self.k}")
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    kind: Literal["status", "token", "replace", "final"]  # replace: the streamed text is superseded by `text`
+    text: str = ""
+    result: TurnResult | None = None
+
+
+def check_question(question: str) -> str:
+    """The question with its white space tidied, or InvalidQuery saying what is wrong with it."""
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidQuery("Please type a question.")
+    question = " ".join(question.split())
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InvalidQuery(
+            f"That question is {len(question):,} characters long; please ask it in at most {MAX_QUESTION_CHARS:,} "
+            "characters (put long text into a document instead)."
+        )
+    return question
+
+
+class ChatEngine:
+    """Answers questions over a knowledge base, remembering each conversation's earlier turns."""
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        reader: ExtractiveReader,
+        *,
+        decoder: GenerativeDecoder | None = None,
+        log: ConversationLog | None = None,
+        dialog: DialogManager | None = None,
+        settings: EngineSettings | None = None,
+    ):
+        self.kb = kb
+        self.reader = reader
+        self.decoder = decoder
+        self.log = log
+        self.dialog = dialog if dialog is not None else DialogManager()
+        self.settings = settings if settings is not None else EngineSettings()
+        self._memory: dict[str, list[Exchange]] = {}  # history when there is no log
+
+    def warm_up(self, *, decoder: bool = True) -> None:
+        self.kb.open()
+        self.kb.embedder.warm_up()
+        self.reader.warm_up()
+        if decoder and self.decoder is not None:
+            self.decoder.warm_up()
+
+    # -- history ---------------------------------------------------------------------------------------------------
+    def history(self, conversation_id: str | None) -> list[Exchange]:
+        if conversation_id is None:
+            return []
+        if self.log is not None:
+            try:
+                turns = self.log.history(conversation_id)
+            except Exception:  # an unknown id starts a new conversation
+                return []
+            return [Exchange(t.standalone_question, t.span_text or "") for t in turns][-self.dialog.max_history :]
+        return self._memory.get(conversation_id, [])[-self.dialog.max_history :]
+
+    # -- answering -------------------------------------------------------------------------------------------------
+    def ask(self, question: str, conversation_id: str | None = None, **overrides) -> TurnResult:
+        result = None
+        for event in self.stream(question, conversation_id, **overrides):
+            if event.kind == "final":
+                result = event.result
+        assert result is not None
+        return result
+
+    def stream(self, question: str, conversation_id: str | None = None, **overrides) -> Iterator[TurnEvent]:
+        """Events of one turn. Raises InvalidQuery (before any event) for an empty or oversized question."""
+        question = check_question(question)
+        settings = replace(self.settings, **overrides) if overrides else self.settings
+        timings: dict[str, float] = {}
+
+        t = time.perf_counter()
+        history = self.history(conversation_id)
+        standalone = self.dialog.condense(question, history)
+        timings["condense"] = time.perf_counter() - t
+        if standalone != question:
+            yield TurnEvent("status", f"Searching for: {standalone}")
+
+        t = time.perf_counter()
+        hits = self.kb.search(standalone, k=settings.k)
+        timings["search"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        threshold = self.reader.threshold - settings.strictness
+        read = self.reader.read_batch([standalone], [[h.text for h in hits]], top_k=1)[0]
+        best = read.answers[0] if read.answers else None
+        abstained = best is None or read.no_answer_score - best.score > threshold
+        timings["read"] = time.perf_counter() - t
+
+        span = None
+        mode = "extractive"
+        t = time.perf_counter()
+        if abstained:
+            answer = abstention_answer([h.doc_name for h in hits])
+            yield TurnEvent("token", answer)
+        else:
+            hit = hits[best.passage_index]
+            span = AnswerSpan(
+                passage_index=best.passage_index, chunk_id=hit.chunk_id, doc_id=hit.doc_id, doc_name=hit.doc_name,
+                start=best.start, end=best.end, text=best.text, score=best.score,
+                no_answer_score=best.no_answer_score,
+            )
+            sentence = evidence_sentence(hit.text, best.start, best.end)
+            answer = None
+            if self._use_decoder(settings.mode):
+                try:
+                    for event in self.decoder.compose(standalone, best.text, sentence, history=[(h.question, h.answer) for h in history]):
+                        if event.kind == "token":
+                            yield TurnEvent("token", event.text)
+                        else:
+                            answer = event.text
+                            mode = "generative" if event.kept else "extractive"
+                            if not event.kept:
+                                yield TurnEvent("replace", answer)
+                except DecoderUnavailable as e:
+                    logger.warning("decoder unavailable, answering extractively: %s", e)
+                    if settings.mode == "generative":
+                        yield TurnEvent("status", f"The generative decoder is unavailable ({e}); showing the extracted answer.")
+            if answer is None:
+                answer = template_answer(standalone, best.text, sentence)
+                yield TurnEvent("token", answer)
+        timings["compose"] = time.perf_counter() - t
+
+        result = TurnResult(
+            question=question, standalone_question=standalone, answer=answer, mode=mode, abstained=abstained,
+            span=span, passages=hits, timings=timings, model_versions=self.model_versions(),
+            conversation_id=conversation_id,
+        )
+        if conversation_id is not None:
+            if self.log is not None:
+                self.log.record(conversation_id, result)
+            else:
+                self._memory.setdefault(conversation_id, []).append(Exchange(standalone, best.text if best and not abstained else ""))
+        yield TurnEvent("final", answer, result)
+
+    def _use_decoder(self, mode: str) -> bool:
+        if self.decoder is None or mode == "extractive":
+            return False
+        return mode == "generative" or self.decoder.is_loaded
+
+    def model_versions(self) -> dict[str, str]:
+        versions = {"reader": self.reader.checkpoint.name, "embedder": self.kb.embedder.name}
+        if self.decoder is not None:
+            versions["decoder"] = self.decoder.name
+        return versions
+
+
+def open_engine(
+    data_dir=None, *, settings: EngineSettings | None = None, reader_checkpoint=None, decoder: bool = True
+) -> ChatEngine:
+    """The engine over one data directory: its knowledge base (seeded with the bundled documents on first use),
+    the shipped reader (or `reader_checkpoint`), the decoder converted into `models/`, and the conversation log."""
+    from knowledge.bundle import seed_bundled_documents
+
+    kb = KnowledgeBase(data_dir).open()
+    seed_bundled_documents(kb)
+    return ChatEngine(
+        kb,
+        ExtractiveReader(reader_checkpoint),
+        decoder=GenerativeDecoder(kb.data_dir / "models") if decoder else None,
+        log=ConversationLog(kb.data_dir),
+        settings=settings,
+    )
