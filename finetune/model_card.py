@@ -72,3 +72,31 @@ Learning curve (F1 on the first {cfg['eval_samples']} questions of `{Path(cfg['e
 
 {notes}
 """
+
+
+def ship_reader(run_model: str | Path, target: str | Path, *, evaluation: dict, sample: dict, hardware: str,
+                notes: str = "") -> Path:
+    """Copy a trained reader folder to `target` (the app's default) with metrics.json and a model card.
+
+    `evaluation` maps file names to `chatqa eval reader --json` reports; `sample` is the report on the fixed
+    200-question sample that the test suite re-checks. Written to a temp folder, then renamed into place.
+    """
+    import shutil
+
+    run_model, target = Path(run_model), Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run_model, tmp)
+    metrics = {
+        "evaluations": evaluation,
+        "sample": {"file": sample["file"], "questions": sample["questions"], "f1": sample["f1"],
+                   "exact_match": sample["exact_match"]},
+    }
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (tmp / "README.md").write_text(reader_model_card(tmp, evaluation=evaluation, hardware=hardware, notes=notes))
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
