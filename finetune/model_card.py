@@ -83,6 +83,8 @@ def ship_reader(run_model: str | Path, target: str | Path, *, evaluation: dict, 
     """
     import shutil
 
+    from finetune.reader import replace_dir
+
     run_model, target = Path(run_model), Path(target)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -94,9 +96,5 @@ def ship_reader(run_model: str | Path, target: str | Path, *, evaluation: dict, 
     }
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (tmp / "README.md").write_text(reader_model_card(tmp, evaluation=evaluation, hardware=hardware, notes=notes))
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, target)
     return target

@@ -88,7 +88,7 @@ def build_features(examples: list[TrainExample], tokenizer, cfg: ReaderTrainingC
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
-def _replace_dir(tmp: Path, final: Path) -> None:
+def replace_dir(tmp: Path, final: Path) -> None:
     """Swap a completely written folder into place (the old one is removed only after the new one exists)."""
     old = final.with_name(final.name + ".old")
     if final.exists():
@@ -112,7 +112,7 @@ def save_model(model, tokenizer, folder: Path, *, fp16: bool, extra_files: dict[
     tokenizer.save_pretrained(tmp)
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text, encoding="utf-8")
-    _replace_dir(tmp, folder)
+    replace_dir(tmp, folder)
 
 
 # -- training ------------------------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ class ReaderTrainer:
         shutil.rmtree(tmp, ignore_errors=True)
         accelerator.save_state(str(tmp))
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-        _replace_dir(tmp, self.out / "state")
+        replace_dir(tmp, self.out / "state")
 
     def _reader(self, model, tokenizer, threshold: float = 0.0):
         from chatqa.reader import ExtractiveReader, ReaderSettings
