@@ -126,3 +126,13 @@ class DialogManager:
         The previous question rides along in brackets: retrieval and the reader see its words, the new words lead.
         """
         return f"{question.rstrip()} ({previous.question.strip()})"
+
+    def search_query(self, question: str, standalone: str, history: Sequence[Exchange]) -> str:
+        """What to search for: the standalone question, plus the previous question when this one leaned on it.
+
+        The reader gets the standalone question alone; retrieval also gets the words of the turn it depends on, which
+        keeps it in the same document and section when the rewrite could not name everything.
+        """
+        if not history or standalone == " ".join(question.split()):
+            return standalone
+        return f"{standalone} {history[-1].question}"

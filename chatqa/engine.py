@@ -130,11 +130,11 @@ class ChatEngine:
             yield TurnEvent("status", f"Searching for: {standalone}")
 
         t = time.perf_counter()
-        hits = self.kb.search(standalone, k=settings.k)
+        hits = self.kb.search(self.dialog.search_query(question, standalone, history), k=settings.k)
         timings["search"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        threshold = self.reader.threshold - settings.strictness
+        threshold = self.answer_threshold() - settings.strictness
         read = self.reader.read_batch([standalone], [[h.text for h in hits]], top_k=1)[0]
         best = read.answers[0] if read.answers else None
         abstained = best is None or read.no_answer_score - best.score > threshold
@@ -185,6 +185,12 @@ class ChatEngine:
             else:
                 self._memory.setdefault(conversation_id, []).append(Exchange(standalone, best.text if best and not abstained else ""))
         yield TurnEvent("final", answer, result)
+
+    def answer_threshold(self) -> float:
+        """The reader's chat threshold when its checkpoint has one, else its no-answer threshold."""
+        settings = getattr(self.reader, "settings", None)
+        chat = getattr(settings, "chat_threshold", None)
+        return chat if chat is not None else self.reader.threshold
 
     def _use_decoder(self, mode: str) -> bool:
         if self.decoder is None or mode == "extractive":

@@ -346,3 +346,32 @@ def evaluate_conversations(
         seconds=round(time.perf_counter() - t0, 1),
     )
     return report
+
+
+def calibrate_chat_threshold(
+    reader, squad_path: str | Path, out_of_scope: Sequence[str], *, sample: int = 600, k: int = 5
+) -> tuple[float, dict]:
+    """The chat engine's no-answer threshold: halfway between the 95th percentile of no-answer margins of answerable
+    questions (a seeded sample of `squad_path`, each read against its own paragraph) and the 5th percentile of
+    margins of `out_of_scope` questions read against the top-k passages of the bundled knowledge base.
+    Returns (threshold, details)."""
+    import numpy as np
+
+    from knowledge.bundle import seed_bundled_documents
+
+    examples = list(load_squad(squad_path).examples())
+    examples = random.Random(1).sample(examples, min(sample, len(examples)))
+    answerable = np.array([no_answer_margin(r) for r in read_examples(reader, examples)])
+    with tempfile.TemporaryDirectory(prefix="chatqa-calibrate-") as tmp, KnowledgeBase(tmp) as kb:
+        seed_bundled_documents(kb)
+        hits = kb.search_many(list(out_of_scope), k=k)
+        results = reader.read_batch(list(out_of_scope), [[h.text for h in hs] for hs in hits], top_k=1)
+    outside = np.array([no_answer_margin(r) for r in results])
+    high, low = float(np.percentile(answerable, 95)), float(np.percentile(outside, 5))
+    threshold = (high + low) / 2
+    return threshold, {
+        "threshold": round(threshold, 3), "answerable_p95_margin": round(high, 3),
+        "out_of_scope_p5_margin": round(low, 3), "answerable_questions": len(examples),
+        "out_of_scope_questions": len(outside), "answerable_abstain": round(float((answerable > threshold).mean()), 4),
+        "out_of_scope_abstain": round(float((outside > threshold).mean()), 4),
+    }

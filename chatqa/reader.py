@@ -57,7 +57,10 @@ class ReaderSettings:
     max_question_tokens: int = 64  # longer questions are cut
     max_answer_length: int = 30  # tokens
     n_best: int = 20  # candidate start/end positions per window
-    no_answer_threshold: float = 0.0  # abstain when null_score - best_span_score > threshold
+    no_answer_threshold: float = 0.0  # abstain when null_score - best_span_score > threshold (SQuAD 2.0-calibrated)
+    # The chat engine's threshold, for questions read against retrieved passages (None: no_answer_threshold).
+    # SQuAD 2.0's adversarial unanswerables need a far stricter threshold than "is it in my documents at all?".
+    chat_threshold: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_length", "stride", "max_question_tokens", "max_answer_length", "n_best"):

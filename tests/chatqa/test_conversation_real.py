@@ -86,4 +86,4 @@ def test_scripted_multi_turn_conversation_is_logged(engine):
     logged = engine.log.history(conversation)
     assert [t.question for t in logged] == [first.question, follow_up.question]
     assert logged[1].standalone_question == follow_up.standalone_question
-    assert all(len(t.passages) == 5 for t in logged)
+    assert all(len(t.passages) == min(5, engine.kb.store.count_chunks()) for t in logged)
