@@ -22,6 +22,7 @@ PERSONAL = {"he": "", "him": "", "she": "", "they": "", "them": "", "his": "'s",
             "hers": "'s", "theirs": "'s"}
 NEUTER = {"it": "", "its": "'s", "this": "", "that": "", "these": "", "those": ""}
 ELLIPSIS_STARTS = ("and ", "what about ", "how about ", "also ", "and what about ")
+_SWAP = re.compile(r"^(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*\??$", re.IGNORECASE)
 _TOKEN = re.compile(r"[A-Za-z0-9][\w'’.-]*|[^\w\s]")
 _NAME = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|de|von|van|and|&)\s+)?(?:[A-Z][\w'’.-]*|\d[\w-]*))*")
 
@@ -121,10 +122,16 @@ class DialogManager:
         return re.sub(r"\s+([?.!,;:'’])", r"\1", text).replace(" 's", "'s")
 
     def _fill_ellipsis(self, question: str, previous: Exchange) -> str:
-        """'And the 1990s?' after 'Who won in the 1980s?' → 'And the 1990s? (Who won in the 1980s?)'.
-
-        The previous question rides along in brackets: retrieval and the reader see its words, the new words lead.
+        """'What about Good Morning America?' after 'When did General Hospital begin airing?' → 'When did Good
+        Morning America begin airing?' (the new subject takes the named subject's place). Otherwise the previous
+        question rides along in brackets: 'And the 1990s?' → 'And the 1990s? (Who won in the 1980s?)'.
         """
+        swap = _SWAP.match(question.strip())
+        subject = subject_of(previous.question)
+        named = subject.removeprefix("the ")
+        if swap and named and named[:1].isupper() and named in previous.question:
+            new = swap.group(1).strip().rstrip("?").strip()
+            return previous.question.strip().replace(named, new.removeprefix("the ") if subject != named else new, 1)
         return f"{question.rstrip()} ({previous.question.strip()})"
 
     def search_query(self, question: str, standalone: str, history: Sequence[Exchange]) -> str:

@@ -33,6 +33,9 @@ def test_subject_of(question, subject):
         (SUPER_BOWL, "Who coached them?", "Who coached Denver Broncos?"),  # the answer is a name
         (SUPER_BOWL, "Where was it played?", "Where was Super Bowl 50 played?"),
         (EIFFEL, "And the Statue of Liberty?", "And the Statue of Liberty? (When was the Eiffel Tower built?)"),
+        (EIFFEL, "What about the Statue of Liberty?", "When was the Statue of Liberty built?"),
+        ([Exchange("When did General Hospital begin airing?", "1963")], "What about Good Morning America?",
+         "When did Good Morning America begin airing?"),
         (EIFFEL, "Why?", "Why? (When was the Eiffel Tower built?)"),
     ],
 )
