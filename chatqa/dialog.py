@@ -18,6 +18,7 @@ WH_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "ho
 AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "has", "have", "had", "can", "could", "will",
                "would", "should", "may", "might", "must", "shall", "be", "been", "being", "many", "much", "long",
                "old", "far", "year", "years", "type", "kind", "percentage", "number", "the", "a", "an"}
+DO = {"do", "does", "did"}  # after do-support, "that" is the subject: "What does that stand for?"
 PERSONAL = {"he": "", "him": "", "she": "", "they": "", "them": "", "his": "'s", "her": "'s", "their": "'s",
             "hers": "'s", "theirs": "'s"}
 NEUTER = {"it": "", "its": "'s", "this": "", "that": "", "these": "", "those": ""}
@@ -39,6 +40,12 @@ def _words(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def named_subject(question: str) -> str | None:
+    """The question's longest name-like phrase (see subject_of), or None when it names nothing."""
+    subject = subject_of(question)
+    return subject if subject.removeprefix("the ")[:1].isupper() else None
+
+
 def subject_of(question: str) -> str:
     """The likely subject of a question: its longest name-like phrase, else the words after the wh-word/auxiliaries.
 
@@ -48,7 +55,7 @@ def subject_of(question: str) -> str:
     names = [m.group(0) for m in _NAME.finditer(body) if m.start() > 0 or m.group(0).lower() not in WH_WORDS]
     names = [n for n in names if n.split()[0].lower() not in WH_WORDS | AUXILIARIES or len(n.split()) > 1]
     if names:
-        best = max(names, key=lambda n: (len(n.split()), len(n)))
+        best = re.sub(r"['’]s$", "", max(names, key=lambda n: (len(n.split()), len(n))))
         start = body.find(best)
         article = re.search(r"\b(the|The)\s+$", body[:start])
         return ("the " if article else "") + _strip_leading_function_words(best)
@@ -89,13 +96,25 @@ class DialogManager:
         words = _words(question)
         lowered = [w.lower() for w in words]
         pronouns = [w for w in lowered if w in PERSONAL or w in NEUTER]
-        topic = subject_of(previous.question)
+        topic = self.topic(history)
         if pronouns:
             return self._replace_pronouns(words, previous, topic)
         names_something = any(w[:1].isupper() or w[:1].isdigit() for w in words[1:])
         if lower.startswith(ELLIPSIS_STARTS) or (len(lowered) <= 4 and not names_something):
             return self._fill_ellipsis(question, previous)
         return question
+
+    def topic(self, history: Sequence[Exchange]) -> str:
+        """What the conversation is about: the latest named subject of its questions, else the first one's subject.
+
+        A rewritten follow-up ("How many membranes does apicoplast have?") names no new subject, so the topic
+        carries over instead of being re-read from the rewrite.
+        """
+        for exchange in reversed(history[-self.max_history :]):
+            named = named_subject(exchange.question)
+            if named:
+                return named
+        return subject_of(history[0].question)
 
     def _replace_pronouns(self, words: list[str], previous: Exchange, topic: str) -> str:
         asked_who = previous.question.strip().lower().startswith(("who", "whom", "whose"))
@@ -108,9 +127,14 @@ class DialogManager:
                 target = (person or topic) + PERSONAL[lower]
             elif lower in NEUTER and not replaced:
                 following = words[i + 1].lower() if i + 1 < len(words) else ""
-                # "that" as a conjunction or "this year" as a determiner is left alone
-                if lower in ("this", "that", "these", "those") and following.isalpha() and following not in AUXILIARIES:
+                preceding = words[i - 1].lower() if i else ""
+                demonstrative = lower in ("this", "that", "these", "those")
+                # "that" as a conjunction or "this year" as a determiner is left alone, but after an auxiliary
+                # ("What does that stand for?") it is the subject
+                if demonstrative and following.isalpha() and following not in AUXILIARIES and preceding not in DO:
                     target = None
+                elif demonstrative and previous.answer and _is_name(previous.answer):
+                    target = previous.answer  # "that" points at the answer just given
                 else:
                     target = topic + NEUTER[lower]
             if target:
