@@ -159,11 +159,15 @@ class DialogManager:
         return f"{question.rstrip()} ({previous.question.strip()})"
 
     def search_query(self, question: str, standalone: str, history: Sequence[Exchange]) -> str:
-        """What to search for: the standalone question, plus the previous question when this one leaned on it.
+        """What to search for: the standalone question, plus the previous question when this one leaned on it
+        (it was rewritten, or it names no subject of its own: "When was the deal called off?").
 
         The reader gets the standalone question alone; retrieval also gets the words of the turn it depends on, which
         keeps it in the same document and section when the rewrite could not name everything.
         """
-        if not history or standalone == " ".join(question.split()):
+        if not history:
             return standalone
+        rewritten = standalone != " ".join(question.split())
+        if not rewritten and named_subject(question):
+            return standalone  # names its own subject: a new topic, or a full question
         return f"{standalone} {history[-1].question}"

@@ -66,3 +66,16 @@ def test_the_topic_carries_over_rewritten_turns():
                Exchange("How many membranes does an apicoplast have?", "four")]  # a rewrite: names nothing new
     assert dm.condense("What does it synthesize?", history) == "What does apicoplast synthesize?"
     assert dm.topic([Exchange("What does TARDIS's outside resemble?", "a police box")]) == "TARDIS"
+
+
+def test_search_query_adds_the_previous_question_when_the_follow_up_leans_on_it():
+    dm = DialogManager()
+    history = [Exchange("When did ITT propose a merger with ABC?", "1965")]
+    # rewritten, or naming no subject of its own: retrieval also gets the previous question's words
+    assert dm.search_query("Why?", "Why? (x)", history) == "Why? (x) When did ITT propose a merger with ABC?"
+    assert dm.search_query("When was the deal called off?", "When was the deal called off?", history).endswith(
+        "When did ITT propose a merger with ABC?"
+    )
+    # a question that names its own subject stands alone
+    assert dm.search_query("Who founded CBS?", "Who founded CBS?", history) == "Who founded CBS?"
+    assert dm.search_query("Who founded CBS?", "Who founded CBS?", []) == "Who founded CBS?"
