@@ -145,7 +145,8 @@ class ReaderTrainer:
 
         base = Path(cfg.base) if cfg.base else packaged_minilm_path()
         tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-        model = AutoModelForQuestionAnswering.from_pretrained(base, local_files_only=True)
+        # float32 weights whatever the checkpoint stores (transformers 5 would keep a shipped fp16 model in fp16)
+        model = AutoModelForQuestionAnswering.from_pretrained(base, local_files_only=True, dtype=torch.float32)
         if cfg.freeze_embeddings:
             model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
 
@@ -228,7 +229,7 @@ class ReaderTrainer:
         best = self.out / "best"
         final_model = accelerator.unwrap_model(model)
         if best.exists():
-            final_model = AutoModelForQuestionAnswering.from_pretrained(best, local_files_only=True)
+            final_model = AutoModelForQuestionAnswering.from_pretrained(best, local_files_only=True, dtype=torch.float32)
         return self._finish(final_model, tokenizer, state)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
