@@ -179,9 +179,11 @@ def evaluate_reader(
         raise ChatQAError(f"{squad_path}: question ids are not unique; each question needs its own id")
     report: dict = {"squad_version": "2.0" if is_v2 else "1.1"}
     if is_v2:
+        _, top_spans, margins = v2_inputs(examples, results)
         predictions = {ex.id: r.best.text if r.best is not None else "" for ex, r in zip(examples, results, strict=True)}
-        no_answer_scores = {ex.id: no_answer_margin(r) for ex, r in zip(examples, results, strict=True)}
-        scores = metrics.squad_v2(predictions, references, no_answer_scores)
+        scores = metrics.squad_v2(predictions, references, margins)
+        # the best threshold is searched over the raw top spans, not over answers already blanked by `threshold`
+        best = metrics.squad_v2(top_spans, references, margins)
         report.update(
             exact_match=round(scores["exact"], 2),
             f1=round(scores["f1"], 2),
@@ -190,8 +192,8 @@ def evaluate_reader(
             has_ans_questions=int(scores["has_ans_total"]),
             no_ans_questions=int(scores["no_ans_total"]),
             threshold=threshold,
-            best_f1=round(scores["best_f1"], 2),
-            best_f1_threshold=round(scores["best_f1_thresh"], 4),
+            best_f1=round(best["best_f1"], 2),
+            best_f1_threshold=round(best["best_f1_thresh"], 4),
         )
     else:
         unanswered = [ex.id for ex in examples if not ex.answers]
@@ -232,6 +234,15 @@ def no_answer_margin(result) -> float:
     return result.no_answer_score - result.answers[0].score if result.answers else math.inf
 
 
+def v2_inputs(examples: Sequence, results: Sequence) -> tuple[dict, dict, dict]:
+    """(references, top span of each question ignoring abstention, no-answer margins), keyed by question id: what
+    SQuAD 2.0 scoring with a threshold search needs."""
+    references = {ex.id: [a.text for a in ex.answers] for ex in examples}
+    top_spans = {ex.id: r.answers[0].text if r.answers else "" for ex, r in zip(examples, results, strict=True)}
+    margins = {ex.id: no_answer_margin(r) for ex, r in zip(examples, results, strict=True)}
+    return references, top_spans, margins
+
+
 def read_examples(reader, examples: Sequence, *, batch_questions: int = 32, show_progress: bool = False) -> list:
     """The reader's result for each example, reading it against its own paragraph, `batch_questions` at a time."""
     from tqdm import tqdm
@@ -255,10 +266,7 @@ def calibrate_threshold(squad_path: str | Path, reader, *, articles: str = "even
         raise ChatQAError(f"{squad_path}: calibration needs a SQuAD 2.0 file (with unanswerable questions)")
     examples = list(squad.examples())
     results = read_examples(reader, examples)
-    references = {ex.id: [a.text for a in ex.answers] for ex in examples}
-    predictions = {ex.id: r.answers[0].text if r.answers else "" for ex, r in zip(examples, results, strict=True)}
-    margins = {ex.id: no_answer_margin(r) for ex, r in zip(examples, results, strict=True)}
-    scores = metrics.squad_v2(predictions, references, margins)
+    scores = metrics.squad_v2(*v2_inputs(examples, results))
     threshold = float(scores["best_f1_thresh"])
     return threshold, {
         "file": Path(squad_path).name, "articles": articles, "questions": len(examples),
