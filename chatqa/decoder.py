@@ -255,6 +255,26 @@ class ComposeEvent:
     reason: str = ""  # final only, when not kept: why the draft was replaced
 
 
+def prompt_messages(
+    question: str, span_text: str, evidence: str, history: Sequence[tuple[str, str]] = (),
+    config: DecoderConfig | None = None,
+) -> list[dict[str, str]]:
+    """The decoder's chat messages (system, user) for one answer: recent history, evidence, the span, the question.
+
+    The one prompt format: the decoder answers with it and ``chatqa export --format chat`` writes its training data
+    with it.
+    """
+    cfg = config if config is not None else DecoderConfig()
+    turns = list(history)[-cfg.history_turns :] if cfg.history_turns else []
+    lines = [f"Earlier question: {_cut(q, 200)}\nEarlier answer: {_cut(a, 200)}" for q, a in turns]
+    lines += [
+        f"Evidence: {_cut(evidence, cfg.max_evidence_chars, span_text)}",
+        f"Answer to include: {span_text.strip()}",
+        f"Question: {question.strip()}",
+    ]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
+
+
 class GenerativeDecoder:
     """Drafts a one- or two-sentence answer from the span and its evidence with a small instruct model.
 
@@ -329,15 +349,7 @@ class GenerativeDecoder:
     ) -> list[int]:
         """Return the chat-template token ids of the prompt: evidence, the span, recent history, the question."""
         self.warm_up()
-        cfg = self.config
-        turns = list(history)[-cfg.history_turns :] if cfg.history_turns else []
-        lines = [f"Earlier question: {_cut(q, 200)}\nEarlier answer: {_cut(a, 200)}" for q, a in turns]
-        lines += [
-            f"Evidence: {_cut(evidence, cfg.max_evidence_chars, span_text)}",
-            f"Answer to include: {span_text.strip()}",
-            f"Question: {question.strip()}",
-        ]
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
+        messages = prompt_messages(question, span_text, evidence, history, self.config)
         ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 

@@ -197,6 +197,28 @@ class ChatEngine:
             return False
         return mode == "generative" or self.decoder.is_loaded
 
+    def describe_models(self) -> list[tuple[str, list[str]]]:
+        """What the Models tab and ``--verbose`` show: per role, lines about the model in use (loads nothing)."""
+        reader = self.reader
+        lines = [f"checkpoint: {reader.checkpoint}"]
+        settings = getattr(reader, "settings", None)
+        if settings is not None:
+            chat = "—" if settings.chat_threshold is None else f"{settings.chat_threshold:.3f}"
+            lines.append(f"no-answer threshold {settings.no_answer_threshold:.3f} (SQuAD 2.0), {chat} (chat)")
+        for name, m in reader_scores(reader.checkpoint):
+            extra = f", HasAns F1 {m['has_ans_f1']}, NoAns F1 {m['no_ans_f1']}" if "has_ans_f1" in m else ""
+            lines.append(f"{name}: EM {m.get('exact_match')}, F1 {m.get('f1')}{extra}")
+        loaded = getattr(reader, "is_loaded", False)
+        lines.append(f"device: {reader.device if loaded else 'not loaded yet'}")
+        roles = [("Reader (extractive)", lines)]
+        if self.decoder is None:
+            roles.append(("Decoder (generative)", ["off: extractive answers only"]))
+        else:
+            state = "loaded" if self.decoder.is_loaded else "not loaded yet"
+            roles.append(("Decoder (generative)", [f"{self.decoder.name}: {state}", f"folder: {self.decoder.folder}"]))
+        roles.append(("Embedder (retrieval)", [self.kb.embedder.name]))
+        return roles
+
     def model_versions(self) -> dict[str, str]:
         versions = {"reader": self.reader.checkpoint.name, "embedder": self.kb.embedder.name}
         if self.decoder is not None:
@@ -204,15 +226,30 @@ class ChatEngine:
         return versions
 
 
+def reader_scores(checkpoint) -> list[tuple[str, dict]]:
+    """The evaluations stored in a reader checkpoint's ``metrics.json`` (empty when it has none)."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads((Path(checkpoint) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return list(data.get("evaluations", {}).items())
+
+
 def open_engine(
-    data_dir=None, *, settings: EngineSettings | None = None, reader_checkpoint=None, decoder: bool = True
+    data_dir=None, *, settings: EngineSettings | None = None, reader_checkpoint=None, decoder: bool = True,
+    seed: bool = True,
 ) -> ChatEngine:
-    """The engine over one data directory: its knowledge base (seeded with the bundled documents on first use),
-    the shipped reader (or `reader_checkpoint`), the decoder converted into `models/`, and the conversation log."""
+    """The engine over one data directory: its knowledge base (seeded with the bundled documents on first use
+    unless `seed` is false: the browser app seeds while it warms up), the shipped reader (or `reader_checkpoint`),
+    the decoder converted into `models/`, and the conversation log."""
     from knowledge.bundle import seed_bundled_documents
 
     kb = KnowledgeBase(data_dir).open()
-    seed_bundled_documents(kb)
+    if seed:
+        seed_bundled_documents(kb)
     return ChatEngine(
         kb,
         ExtractiveReader(reader_checkpoint),

@@ -49,7 +49,7 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS retrievals (
         turn_id INTEGER NOT NULL REFERENCES turns(id), rank INTEGER NOT NULL, chunk_id INTEGER, doc_id INTEGER,
         doc_name TEXT, chunk_text TEXT NOT NULL, chunk_start INTEGER, chunk_end INTEGER, score REAL,
-        dense_score REAL, bm25_score REAL, PRIMARY KEY (turn_id, rank))""",
+        dense_score REAL, bm25_score REAL, page INTEGER, PRIMARY KEY (turn_id, rank))""",
     """CREATE TABLE IF NOT EXISTS feedback (
         id INTEGER PRIMARY KEY, turn_id INTEGER NOT NULL REFERENCES turns(id),
         rating TEXT NOT NULL CHECK (rating IN ('up', 'down')), corrected_rank INTEGER, corrected_start INTEGER,
@@ -65,7 +65,9 @@ _FEEDBACK_COLUMNS = (
     "id, turn_id, rating, corrected_rank, corrected_start, corrected_end, corrected_text, typed_answer, comment, "
     "created"
 )
-_PASSAGE_COLUMNS = "rank, chunk_id, doc_id, doc_name, chunk_text, chunk_start, chunk_end, score, dense_score, bm25_score"
+_PASSAGE_COLUMNS = (
+    "rank, chunk_id, doc_id, doc_name, chunk_text, chunk_start, chunk_end, score, dense_score, bm25_score, page"
+)
 
 
 class UnknownConversation(ChatQAError):
@@ -107,9 +109,10 @@ class LoggedPassage:
     score: float
     dense_score: float | None
     bm25_score: float | None
+    page: int | None = None  # 1-based PDF page where the chunk starts
 
     def as_hit(self) -> Hit:
-        return Hit(self.chunk_id, self.doc_id, self.doc_name, self.text, self.start, self.end, None, self.score,
+        return Hit(self.chunk_id, self.doc_id, self.doc_name, self.text, self.start, self.end, self.page, self.score,
                    self.dense_score, self.bm25_score)
 
 
@@ -183,6 +186,8 @@ class ConversationLog:
                 with db.atomic():
                     for statement in _SCHEMA:
                         db.execute(statement)
+                    if "page" not in db["retrievals"].columns_dict:  # a log written before pages were kept
+                        db.execute("ALTER TABLE retrievals ADD COLUMN page INTEGER")
             except BaseException:
                 db.close()
                 raise
@@ -240,6 +245,16 @@ class ConversationLog:
             raise UnknownTurn(turn_id)
         return turns[0]
 
+    def turns_with_feedback(self, since: str | None = None) -> list[LoggedTurn]:
+        """Turns whose latest feedback was given at or after ``since`` (an ISO-8601 UTC time; None: all), oldest
+        turn first."""
+        sql = (
+            "WHERE id IN (SELECT turn_id FROM feedback f WHERE f.id = "
+            "(SELECT MAX(id) FROM feedback g WHERE g.turn_id = f.turn_id) AND f.created >= ?) ORDER BY id"
+        )
+        with self._lock:
+            return self._turns(sql, [since or ""])
+
     def _turns(self, where: str, args: list) -> list[LoggedTurn]:
         rows = self.db.execute(f"SELECT {_TURN_COLUMNS} FROM turns {where}", args).fetchall()
         turns = []
@@ -281,7 +296,7 @@ class ConversationLog:
             ]
             passages = [
                 [rank, int(h.chunk_id), int(h.doc_id), h.doc_name, h.text, int(h.start), int(h.end), float(h.score),
-                 _float(h.dense_score), _float(h.bm25_score)]
+                 _float(h.dense_score), _float(h.bm25_score), None if h.page is None else int(h.page)]
                 for rank, h in enumerate(turn.passages)
             ]
             with self._lock:

@@ -223,6 +223,10 @@ class ExtractiveReader:
         return self._threshold if self._threshold is not None else self.settings.no_answer_threshold
 
     @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
+    @property
     def device(self) -> str:
         """Return the device the model runs on (loads the model)."""
         self.warm_up()

@@ -84,8 +84,8 @@ def test_recorded_turn_round_trips_with_its_passages(log):
     )
     assert (first.score, first.dense_score, first.bm25_score) == (0.031, 0.8, 4.2)
     assert second.bm25_score is None
-    # the page is not logged; everything else survives the trip back to a Hit
-    assert second.as_hit() == Hit(27, 2, "penguins.md", PENGUINS, 0, len(PENGUINS), None, 0.016, 0.2, None)
+    # everything, the page included, survives the trip back to a Hit (the ranks within each retriever are not kept)
+    assert second.as_hit() == Hit(27, 2, "penguins.md", PENGUINS, 0, len(PENGUINS), 3, 0.016, 0.2, None)
 
 
 def test_numpy_scores_are_stored_as_numbers(log):
@@ -308,3 +308,17 @@ def test_concurrent_records(tmp_path):
             assert [t.question for t in shared if t.question.startswith(name)] == [f"{name} {i}?" for i in range(15)]
             assert len(log.history(f"own-{name}")) == 15
         assert all(len(t.passages) == 2 for t in shared)
+
+
+def test_a_log_written_before_pages_were_kept_gains_the_column(tmp_path):
+    conn = sqlite3.connect(tmp_path / "chatqa.db")
+    conn.execute(
+        "CREATE TABLE retrievals (turn_id INTEGER NOT NULL, rank INTEGER NOT NULL, chunk_id INTEGER, doc_id INTEGER, "
+        "doc_name TEXT, chunk_text TEXT NOT NULL, chunk_start INTEGER, chunk_end INTEGER, score REAL, "
+        "dense_score REAL, bm25_score REAL, PRIMARY KEY (turn_id, rank))"
+    )
+    conn.commit()
+    conn.close()
+    with ConversationLog(tmp_path) as log:
+        turn_id = log.record("c1", make_turn())
+        assert [p.page for p in log.turn(turn_id).passages] == [None, 3]
