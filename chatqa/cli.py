@@ -178,6 +178,26 @@ def cmd_chat(args) -> int:
         _print_sources(result)
 
 
+def cmd_ui(args) -> int:
+    from ui.app import launch
+
+    launch(args.data_dir, host=args.host, port=args.port, mode=args.mode, k=args.k, reader=args.reader,
+           open_browser=args.browser)
+    return 0
+
+
+# -- export ------------------------------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    from chatqa.export import export
+    from chatqa.log import ConversationLog
+    from knowledge.base import default_data_dir
+
+    with ConversationLog(args.data_dir or default_data_dir()) as log:
+        counts = export(log, args.format, args.out, since=args.since)
+    print(f"wrote {args.out}: {counts.describe()}")
+    return 0
+
+
 # -- eval --------------------------------------------------------------------------------------------------------
 def cmd_eval_retrieval(args) -> int:
     from chatqa.evaluation import evaluate_retrieval, parse_ks
@@ -297,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("chat", parents=[common, answering], help="interactive chat in the terminal",
                             description="A multi-turn chat in the terminal that streams answers and shows sources.")
     p.set_defaults(func=cmd_chat)
+
+    p = commands.add_parser("ui", parents=[common, answering], help="the browser app (what `python run.py` starts)",
+                            description="Start the Gradio app: chat with sources, feedback, knowledge base, export.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive_int, default=7860, help="port (default 7860)")
+    p.add_argument("--browser", action="store_true", help="open the app in the default web browser")
+    p.set_defaults(func=cmd_ui)
+
+    p = commands.add_parser(
+        "export", parents=[common], help="feedback from the conversation log as training data",
+        description="Write the logged feedback as SQuAD 2.0 JSON (reader) or chat JSONL (decoder); "
+                    "see chatqa/export.py for which feedback gives which example.",
+    )
+    p.add_argument("--format", required=True, choices=("squad", "chat"), help="squad: reader data; chat: decoder data")
+    p.add_argument("--out", required=True, type=Path, help="file to write (replaced atomically)")
+    p.add_argument("--since", default=None, help="only feedback given on or after this date (2026-11-01) or time")
+    p.set_defaults(func=cmd_export)
 
     ev = commands.add_parser("eval", help="evaluate on SQuAD-format files", description="Evaluate ChatQA.")
     ev_commands = ev.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
