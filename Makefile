@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean-venv
+.PHONY: setup run test browser lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -22,8 +22,16 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(PY) run.py $(ARGS)
 
-test: setup
+# The browser test drives Debian's chromium: installed here when missing (needs root, as on CI; else it skips).
+CHROMIUM_PKG := chromium
+
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CHROMIUM_PKG) >/dev/null || \
+		(apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CHROMIUM_PKG) >/dev/null)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,9 +1,9 @@
-"""Start ChatQA.
+"""Start ChatQA in the browser.
 
-    python run.py [--data-dir DIR] [--mode extractive|generative|auto]
+    python run.py [--host 127.0.0.1] [--port 7860] [--data-dir DIR] [--mode extractive|generative|auto] [--k 5]
 
 On a fresh data directory the bundled documents are added first, so the first question already gets an answer.
-Until the browser app lands, this opens the terminal chat (`chatqa chat`).
+The same app is `chatqa ui`; `chatqa chat` is the terminal chat.
 """
 
 from __future__ import annotations
@@ -13,4 +13,4 @@ import sys
 from chatqa.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["chat", *sys.argv[1:]]))
+    sys.exit(main(["ui", *sys.argv[1:]]))

@@ -1,0 +1,177 @@
+"""The browser app's handlers without a browser: a real ChatEngine, knowledge base and conversation log over the fake
+embedder and reader of the engine tests; Gradio's update objects are inspected as plain values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from chatqa.engine import ChatEngine
+from chatqa.log import ConversationLog
+from knowledge.base import KnowledgeBase
+from tests.chatqa.test_engine import EIFFEL, PENGUINS, FakeReader
+from ui.app import ChatQAApp, new_session
+from ui.render import sources_html
+
+
+@pytest.fixture
+def app(tmp_path, fake_embedder):
+    (tmp_path / "eiffel.txt").write_text(EIFFEL)
+    (tmp_path / "penguins.txt").write_text(PENGUINS)
+    kb = KnowledgeBase(tmp_path / "data", embedder=fake_embedder).open()
+    kb.add_files([tmp_path / "eiffel.txt", tmp_path / "penguins.txt"])
+    log = ConversationLog(tmp_path / "data")
+    app = ChatQAApp(ChatEngine(kb, FakeReader(), log=log))
+    app.ready.set()
+    yield app
+    log.close()
+    kb.close()
+
+
+def _final(app, question, session, mode="extractive", k=5, strictness=0.0):
+    outputs = list(app.answer(question, session, mode, k, strictness))
+    return outputs, outputs[-1]
+
+
+def _is_skip(value) -> bool:
+    return isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1
+
+
+def test_a_turn_streams_then_shows_sources_and_logs_the_turn(app):
+    outputs, (messages, sources, note, box, session, past) = _final(app, "When was the Eiffel Tower built?", new_session())
+    assert messages[-2] == {"role": "user", "content": "When was the Eiffel Tower built?"}
+    assert "1887 to 1889" in messages[-1]["content"]
+    assert outputs[0][3] == ""  # the question box is cleared at once
+    assert "<mark>1887 to 1889</mark>" in sources and "eiffel.txt" in sources
+    [turn_id] = session["turn_ids"]
+    assert f'data-turn-id="{turn_id}"' in sources
+    assert app.log.turn(turn_id).question == "When was the Eiffel Tower built?"
+    assert [c[1] for c in past.constructor_args["choices"]] == [session["conversation"]]
+
+
+def test_follow_up_uses_the_sessions_conversation_and_sessions_stay_apart(app):
+    _, first = _final(app, "Who designed the Eiffel Tower?", new_session())
+    session = first[4]
+    _, second = _final(app, "When was it built?", session)
+    assert "1887 to 1889" in second[0][-1]["content"]
+    assert second[2].startswith("Searched for:")
+    assert len(second[4]["turn_ids"]) == 2
+    _, other = _final(app, "What do penguins eat?", new_session())
+    assert other[4]["conversation"] != session["conversation"]
+    assert len(other[0]) == 2 and len(session["messages"]) == 2  # the first session's state was not mutated
+
+
+@pytest.mark.parametrize("question", ["", "   ", "x" * 2001])
+def test_bad_questions_give_a_warning_and_no_turn(app, question):
+    with pytest.warns(UserWarning):
+        outputs = list(app.answer(question, new_session(), "extractive", 5, 0.0))
+    assert len(outputs) == 1 and all(_is_skip(v) for v in outputs[0])
+    assert app.log.conversations() == []
+
+
+def test_thumbs_up_and_down_are_stored_and_down_opens_the_correction(app):
+    _, (_, _, _, _, session, _) = _final(app, "When was the Eiffel Tower built?", new_session())
+    turn_id = session["turn_ids"][0]
+    up = app.on_like(session, SimpleNamespace(index=1, liked=True))
+    assert app.log.turn(turn_id).feedback.rating == "up"
+    assert up[1].constructor_args["visible"] is False
+
+    session, panel, choice, text, *_ = app.on_like(session, SimpleNamespace(index=1, liked=False))
+    assert app.log.turn(turn_id).feedback.rating == "down"
+    assert panel.constructor_args["visible"] is True and session["correcting"] == turn_id
+    assert text.constructor_args["value"] == EIFFEL  # the passage that gave the answer is shown first
+
+    start = EIFFEL.index("Gustave Eiffel")
+    message, session = app.select_span(choice.constructor_args["value"], session,
+                                       SimpleNamespace(index=[start - 1, start + 14], value=EIFFEL[start - 1 : start + 14]))
+    assert message == "Selected: “Gustave Eiffel”"  # the white space a mouse picks up is trimmed
+    app.save_correction("", "wrong question", session)
+    feedback = app.log.turn(turn_id).feedback
+    assert (feedback.rating, feedback.corrected_text, feedback.comment) == ("down", "Gustave Eiffel", "wrong question")
+
+
+def test_a_selection_from_an_edited_passage_box_is_refused(app):
+    _, (_, _, _, _, session, _) = _final(app, "When was the Eiffel Tower built?", new_session())
+    session = app.on_like(session, SimpleNamespace(index=1, liked=False))[0]
+    message, session = app.select_span(0, session, SimpleNamespace(index=[0, 9], value="not there"))
+    assert "not in the passage" in message and session["selection"] is None
+    with pytest.warns(UserWarning, match="Select the right answer"):
+        app.save_correction("", "", session)
+
+
+def test_feedback_on_an_unlogged_message_is_refused(app):
+    with pytest.warns(UserWarning, match="not logged"):
+        app.on_like(new_session(), SimpleNamespace(index=7, liked=True))
+
+
+def test_reopening_a_conversation_restores_its_turns_and_unknown_ids_are_refused(app):
+    _, (_, _, _, _, session, _) = _final(app, "When was the Eiffel Tower built?", new_session())
+    messages, sources, _, reopened, *_ = app.open_conversation(session["conversation"], new_session())
+    assert messages == session["messages"] and reopened["turn_ids"] == session["turn_ids"]
+    assert "<mark>1887 to 1889</mark>" in sources
+    with pytest.warns(UserWarning, match="no conversation"):
+        out = app.open_conversation("no-such-id", new_session())
+    assert _is_skip(out[0])
+
+
+def test_uploads_report_each_bad_file_and_add_the_rest(app, tmp_path):
+    good = tmp_path / "lighthouse.md"
+    good.write_text("# Lighthouse\n\nThe lighthouse was built in 1911 by Mirela Quanz.")
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(b"%PDF-1.4 not a pdf")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    cleared, report, rows, choices, summary = app.add_files([str(good), str(bad), str(empty)])
+    assert cleared is None
+    assert "<b>added</b> lighthouse.md" in report
+    assert report.count("not added") == 2 and "broken.pdf" in report and "empty.txt" in report
+    assert [r[1] for r in rows] == ["eiffel.txt", "penguins.txt", "lighthouse.md"]
+    assert summary.startswith("3 documents")
+    with pytest.warns(UserWarning, match="Choose one or more files"):
+        app.add_files([])
+
+
+def test_remove_and_reindex(app):
+    doc = app.kb.list_documents()[0]
+    message, rows, *_ = app.remove_document(doc.id)
+    assert message.startswith(f"Removed {doc.name}") and len(rows) == 1
+    with pytest.warns(UserWarning, match="no document"):
+        app.remove_document(doc.id)
+    message, rows, *_ = app.reindex()
+    assert message == "Re-indexed 1 documents: 1 passages."
+
+
+def test_export_files_hold_the_feedback(app):
+    _, (_, _, _, _, session, _) = _final(app, "When was the Eiffel Tower built?", new_session())
+    app.on_like(session, SimpleNamespace(index=1, liked=True))
+    summary, squad, chat = app.prepare_export("")
+    assert "1 answer example," in summary
+    data = json.loads(Path(squad.constructor_args["value"]).read_text())
+    [qa] = [qa for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    assert qa["answers"][0]["text"] == "1887 to 1889" and qa["source"] == "thumbs_up"
+    [line] = Path(chat.constructor_args["value"]).read_text().splitlines()
+    assert json.loads(line)["messages"][-1]["role"] == "assistant"
+    with pytest.warns(UserWarning, match="--since"):
+        app.prepare_export("last tuesday")
+
+
+def test_models_tab_names_the_models(app):
+    text = app.models_markdown()
+    assert "fake-reader" in text and "Embedder" in text
+
+
+def test_sources_escape_document_text():
+    passage = SimpleNamespace(doc_name="<img src=x onerror=alert(1)>.html", page=3, score=0.5,
+                              text="before <script>alert('x')</script> after")
+    html = sources_html([passage], (0, 7, 34), question="<b>q</b>", turn_id=4)
+    assert "<script>" not in html and "<img" not in html and "<b>q" not in html
+    assert "<mark>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</mark>" in html
+    assert "page 3" in html and 'data-turn-id="4"' in html
+
+
+def test_a_gradio_update_is_what_the_tests_think_it_is():
+    assert _is_skip(gr.skip())

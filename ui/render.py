@@ -1,0 +1,102 @@
+"""HTML and table views of ChatQA's data for the browser app. Pure functions, no Gradio.
+
+Every piece of document text, question and answer goes through :func:`html.escape`: a document that contains
+``<script>`` shows as text. The only markup is this module's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+from typing import Protocol
+
+from knowledge.store import DocumentInfo
+
+CSS = """
+.chatqa-sources { display: flex; flex-direction: column; gap: 0.6em; }
+.chatqa-source { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 0.6em 0.8em; }
+.chatqa-source.has-answer { border-color: var(--color-accent); box-shadow: 0 0 0 1px var(--color-accent); }
+.chatqa-source header { display: flex; justify-content: space-between; gap: 1em; font-size: 0.9em;
+  margin-bottom: 0.3em; }
+.chatqa-source header .where { font-weight: 600; overflow-wrap: anywhere; }
+.chatqa-source header .score { opacity: 0.7; white-space: nowrap; }
+.chatqa-source p { margin: 0; white-space: pre-wrap; font-size: 0.92em; line-height: 1.45; }
+.chatqa-source mark { background: #ffe066; color: #111; padding: 0 2px; border-radius: 3px; }
+.chatqa-muted { opacity: 0.7; font-size: 0.92em; }
+.chatqa-error { color: var(--error-text-color, #b91c1c); }
+"""
+
+
+class Passage(Protocol):
+    """What a source needs: a knowledge-base Hit and a logged passage both have these."""
+
+    doc_name: str
+    page: int | None
+    text: str
+    score: float
+
+
+def where(passage: Passage) -> str:
+    return passage.doc_name + (f", page {passage.page}" if passage.page else "")
+
+
+def highlighted(text: str, start: int, end: int) -> str:
+    """``text`` escaped, with ``text[start:end]`` in a <mark>."""
+    if not 0 <= start <= end <= len(text):
+        return escape(text)
+    return f"{escape(text[:start])}<mark>{escape(text[start:end])}</mark>{escape(text[end:])}"
+
+
+def sources_html(
+    passages: Sequence[Passage], span: tuple[int, int, int] | None, *, question: str = "", abstained: bool = False,
+    turn_id: int | None = None,
+) -> str:
+    """The passages a turn read, each with where it comes from, its rank and score: the one holding the answer span
+    (``(rank, start, end)``, character offsets into that passage) first, with the span highlighted, then the others
+    best first. ``turn_id`` is written as ``data-turn-id`` (which turn the panel shows)."""
+    if not passages:
+        return '<div class="chatqa-muted">No sources yet: ask a question.</div>'
+    turn = f' data-turn-id="{int(turn_id)}"' if turn_id is not None else ""
+    parts = [f'<div class="chatqa-sources"{turn}>']
+    if question:
+        note = " — no passage answers it, so ChatQA abstained" if abstained else ""
+        parts.append(f'<div class="chatqa-muted">Sources for “{escape(question)}”{note}</div>')
+    order = sorted(range(len(passages)), key=lambda r: (span is None or r != span[0], r))
+    for rank in order:
+        p = passages[rank]
+        is_answer = span is not None and span[0] == rank
+        body = highlighted(p.text, span[1], span[2]) if is_answer else escape(p.text)
+        parts.append(
+            f'<section class="chatqa-source{" has-answer" if is_answer else ""}" data-rank="{rank}">'
+            f'<header><span class="where">[{rank + 1}] {escape(where(p))}</span>'
+            f'<span class="score">{"answer · " if is_answer else ""}score {p.score:.3f}</span></header>'
+            f"<p>{body}</p></section>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError
+
+
+_KINDS = {
+    "text/plain": "text", "text/markdown": "Markdown", "text/html": "HTML", "application/pdf": "PDF",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "DOCX",
+}
+
+
+def document_rows(docs: Sequence[DocumentInfo]) -> list[list]:
+    """The Knowledge tab's table: id, name, type, size, chunks, added (date and time, UTC)."""
+    return [
+        [d.id, d.name, _KINDS.get(d.mime, d.mime), human_size(d.size), d.n_chunks, d.added[:16].replace("T", " ")]
+        for d in docs
+    ]
+
+
+DOCUMENT_HEADERS = ["id", "name", "type", "size", "chunks", "added (UTC)"]
