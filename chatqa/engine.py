@@ -240,16 +240,19 @@ def reader_scores(checkpoint) -> list[tuple[str, dict]]:
 
 def open_engine(
     data_dir=None, *, settings: EngineSettings | None = None, reader_checkpoint=None, decoder: bool = True,
-    seed: bool = True,
+    lazy: bool = False,
 ) -> ChatEngine:
-    """The engine over one data directory: its knowledge base (seeded with the bundled documents on first use
-    unless `seed` is false: the browser app seeds while it warms up), the shipped reader (or `reader_checkpoint`),
-    the decoder converted into `models/`, and the conversation log."""
+    """The engine over one data directory: its knowledge base (seeded with the bundled documents on first use),
+    the shipped reader (or `reader_checkpoint`), the decoder converted into `models/`, and the conversation log.
+
+    `lazy`: return at once and leave opening the knowledge base (which loads the embedder) and seeding it to the
+    caller (the browser app does both while it warms up, with its page already served).
+    """
     from knowledge.bundle import seed_bundled_documents
 
-    kb = KnowledgeBase(data_dir).open()
-    if seed:
-        seed_bundled_documents(kb)
+    kb = KnowledgeBase(data_dir)
+    if not lazy:
+        seed_bundled_documents(kb.open())
     return ChatEngine(
         kb,
         ExtractiveReader(reader_checkpoint),

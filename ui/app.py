@@ -76,7 +76,7 @@ class ChatQAApp:
 
         try:
             self.status = "Loading the embedder and the reader…"
-            seed_bundled_documents(self.kb)
+            seed_bundled_documents(self.kb.open())
             self.engine.warm_up(decoder=False)
         except Exception as e:  # the app stays up and says what is wrong
             logger.exception("warm-up failed")
@@ -489,7 +489,7 @@ def launch(
 ):
     """Open the engine on ``data_dir``, warm the models in the background and serve the app."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # private and offline: no calls home
-    engine = open_engine(data_dir, settings=EngineSettings(mode=mode, k=k), reader_checkpoint=reader, seed=False)
+    engine = open_engine(data_dir, settings=EngineSettings(mode=mode, k=k), reader_checkpoint=reader, lazy=True)
     app = ChatQAApp(engine, warm_decoder=mode != "extractive")
     app.start_warm_up()
     demo = build(app)

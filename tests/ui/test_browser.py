@@ -11,24 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.ui.browser import CHROMIUM, App, ask, bot_messages, launch_browser, wait_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = [  # a closed network: no background connections that would be refused
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]
 SCREENSHOTS = Path(os.environ.get("CHATQA_SCREENSHOT_DIR") or REPO / "docs" / "screenshots")
 NEW_DOCUMENT = """Zorblax Harbour
 
@@ -37,46 +28,19 @@ breakwater and its lamp can be seen 30 kilometres out at sea. The lighthouse was
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("no Chromium on this machine (make test installs Debian's chromium)")
     pytest.importorskip("playwright.sync_api")
     data = tmp_path_factory.mktemp("app-data")
-    port = _free_port()
-    log = (data.parent / "app.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", "--data-dir", str(data), "--port", str(port)], cwd=REPO, stdout=log,
-        stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the app exited with {proc.returncode}: {(data.parent / 'app.log').read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError("the app did not start listening within 180 s")
-    yield url
-    proc.terminate()
+    app = App(data, data.parent / "app.log")
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    app_log = (data.parent / "app.log").read_text()
-    assert "Traceback" not in app_log, app_log
+        app.wait_listening()
+        yield app.url
+    finally:
+        output = app.stop()
+    assert "Traceback" not in output, output
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +48,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_browser(p)
         yield browser
         browser.close()
 
@@ -94,42 +58,10 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def _bot_messages(page):
-    return page.locator('#chatqa-chat [data-testid="bot"]')
-
-
-_SHOWN_TURN = "() => { const s = document.querySelector('#chatqa-sources .chatqa-sources'); " \
-              "return s ? s.dataset.turnId : null; }"
-
-
-def _ask(page, question: str, timeout: float = 60.0) -> str:
-    """Ask and wait until the turn is final: the sources panel then shows the new turn's passages."""
-    before = page.evaluate(_SHOWN_TURN)
-    box = page.locator("#chatqa-question textarea")
-    box.fill(question)
-    box.press("Enter")
-    page.wait_for_function(
-        f"before => ({_SHOWN_TURN})() !== before", arg=before, timeout=timeout * 1000
-    )
-    page.wait_for_timeout(300)
-    return _bot_messages(page).last.inner_text()
-
-
-def _wait_ready(page, timeout: float = 240.0) -> None:
-    page.wait_for_function(
-        "() => document.querySelector('#chatqa-status') && "
-        "document.querySelector('#chatqa-status').innerText.includes('Ready')",
-        timeout=timeout * 1000,
-    )
-
-
 def test_the_whole_session_in_a_browser(app_url, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page.goto(app_url)
-    _wait_ready(page)
-    page.wait_for_function(
-        "() => document.querySelector('#chatqa-status').innerText.includes('Ready.')", timeout=240_000
-    )  # the decoder too, so the answer streams token by token
+    wait_status(page, "Ready.")  # the decoder too, so the answer streams token by token
 
     # 1. A question about the bundled guide: the answer streams in, its source is highlighted.
     page.evaluate("""() => {
@@ -139,7 +71,7 @@ def test_the_whole_session_in_a_browser(app_url, browser, tmp_path):
             if (bots.length) window.__answerStates.add(bots[bots.length - 1].innerText);
         }).observe(document.querySelector('#chatqa-chat'), {subtree: true, childList: true, characterData: true});
     }""")
-    answer = _ask(page, "Which file types can ChatQA read?")
+    answer = ask(page, "Which file types can ChatQA read?")
     states = page.evaluate("() => [...window.__answerStates]")
     assert "PDF" in answer and "Markdown" in answer, answer
     assert len([s for s in states if s.strip()]) >= 2, f"the answer did not stream: {states}"
@@ -149,7 +81,7 @@ def test_the_whole_session_in_a_browser(app_url, browser, tmp_path):
     _shot(page, "1-answer-with-highlighted-source")
 
     # 2. A follow-up that needs the first turn.
-    answer = _ask(page, "What happens when they are password-protected?")
+    answer = ask(page, "What happens when they are password-protected?")
     assert "unlocked" in answer.lower() or "password" in answer.lower(), answer
     assert "Searched for:" in page.inner_text("#chatqa-note")
     _shot(page, "2-follow-up")
@@ -169,12 +101,12 @@ def test_the_whole_session_in_a_browser(app_url, browser, tmp_path):
     _shot(page, "3-knowledge-upload")
 
     page.get_by_role("tab", name="Chat").click()
-    answer = _ask(page, "Who built the Zorblax lighthouse?")
+    answer = ask(page, "Who built the Zorblax lighthouse?")
     assert "Mirela Quanz" in answer, answer
     assert "zorblax-harbour.txt" in page.inner_text("#chatqa-sources")
 
     # 4. 👎 on an answer, then select the right span in its passage and save.
-    _ask(page, "How tall is it?")
+    ask(page, "How tall is it?")
     page.get_by_role("button", name="Dislike").last.click()
     box = page.locator("#chatqa-correction-text textarea")
     box.wait_for(state="visible", timeout=10_000)
@@ -209,15 +141,15 @@ def test_the_whole_session_in_a_browser(app_url, browser, tmp_path):
     page.get_by_role("tab", name="Chat").click()
     page.locator("#chatqa-question textarea").press("Enter")
     page.get_by_text("Please type a question.").first.wait_for(timeout=10_000)
-    assert _bot_messages(page).count() == 4
+    assert bot_messages(page).count() == 4
 
     # 7. Another browser session has its own, empty conversation and does not disturb this one.
     other = browser.new_page(viewport={"width": 1400, "height": 1000})
     other.goto(app_url)
-    _wait_ready(other)
-    assert _bot_messages(other).count() == 0
-    _ask(other, "Where does ChatQA keep its data?")
-    assert _bot_messages(other).count() == 1
-    assert _bot_messages(page).count() == 4
+    wait_status(other)
+    assert bot_messages(other).count() == 0
+    ask(other, "Where does ChatQA keep its data?")
+    assert bot_messages(other).count() == 1
+    assert bot_messages(page).count() == 4
     other.close()
     page.close()
