@@ -1,9 +1,14 @@
 """History-aware questions: turn a follow-up ("When was it built?") into a standalone question for retrieval and
 reading ("When was the Eiffel Tower built?"), keeping the person's own words for display.
 
-The rewrite is rule-based and cheap: pronouns and demonstratives are replaced by what they most likely point to
-(the subject of the previous question, or its answer when that answer is a name and the pronoun is personal), and
-elliptical follow-ups ("And the second one?", "Why?") borrow the subject of the previous question.
+The rewrite is rule-based and cheap: pronouns and demonstratives are replaced by what they most likely point to,
+and elliptical follow-ups ("And the second one?", "Why?") borrow the previous question.
+
+- "it"/"its": the thing a what/which question just asked for ("What space station…?" "Skylab" → "Where was it
+  assembled?" is about Skylab), else the conversation's topic (the latest named subject of its questions);
+- "he"/"his"/"him": the answer to a who-question, else the topic; "they"/"them" also a named answer to a
+  what/which question; a repeated possessive ("his father" after "Who was Genghis Khan's father?") keeps its owner;
+- "this"/"that": a named answer just given, else the topic ("that" as a determiner or conjunction stays).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ PERSONAL = {"he": "", "him": "", "she": "", "they": "", "them": "", "his": "'s",
             "hers": "'s", "theirs": "'s"}
 NEUTER = {"it": "", "its": "'s", "this": "", "that": "", "these": "", "those": ""}
 ELLIPSIS_STARTS = ("and ", "what about ", "how about ", "also ", "and what about ")
+PREPOSITIONS = {"in", "of", "at", "on", "from", "to", "for", "by", "with", "became", "into", "near", "during", "under"}
 _SWAP = re.compile(r"^(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*\??$", re.IGNORECASE)
 _TOKEN = re.compile(r"[A-Za-z0-9][\w'’.-]*|[^\w\s]")
 _NAME = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|de|von|van|and|&)\s+)?(?:[A-Z][\w'’.-]*|\d[\w-]*))*")
@@ -52,6 +58,7 @@ def subject_of(question: str) -> str:
     "When was the Eiffel Tower built?" → "the Eiffel Tower"; "What do penguins eat?" → "penguins eat".
     """
     body = question.strip().rstrip("?.! ")
+    body = re.sub(r"^[A-Z][a-z]+ly,\s*", "", body)  # "Historically, what was…": the adverb is not a name
     names = [m.group(0) for m in _NAME.finditer(body) if m.start() > 0 or m.group(0).lower() not in WH_WORDS]
     names = [n for n in names if n.split()[0].lower() not in WH_WORDS | AUXILIARIES or len(n.split()) > 1]
     if names:
@@ -71,6 +78,41 @@ def _strip_leading_function_words(phrase: str) -> str:
     while len(words) > 1 and words[0].lower() in WH_WORDS | AUXILIARIES:
         words = words[1:]
     return " ".join(words)
+
+
+def asks_for_a_thing(question: str) -> bool:
+    """True when a what/which question asks for the thing it is about: "What space station supported three manned
+    missions?", "What is the highest court in the United Methodist denomination?" (its only name modifies a common
+    noun inside a prepositional phrase). Its answer is then what a following "it" points to. False when the question
+    names its subject: "What is the Eiffel Tower made of?", "Which NFL team represented the AFC at Super Bowl 50?"."""
+    body = re.sub(r"^[A-Z][a-z]+ly,\s*", "", question.strip()).rstrip("?.! ")
+    if not body.lower().startswith(("what ", "which ")):
+        return False
+    named = named_subject(body)
+    if named is None:
+        return True
+    name = named.removeprefix("the ")
+    at = body.find(name)
+    before = body[:at].lower().split()
+    while before and before[-1] in ("the", "a", "an"):
+        before.pop()
+    after = body[at + len(name) :].split()
+    return bool(before) and before[-1] in PREPOSITIONS and bool(after) and after[0].isalpha() and after[0].islower()
+
+
+def _is_thing(answer: str) -> bool:
+    """A short answer that names a thing (not a number, date or clause) and can stand where "it" stood."""
+    words = answer.split()
+    return 0 < len(words) <= 5 and not any(c.isdigit() for c in answer) and not answer.rstrip().endswith(",")
+
+
+def _owner_of(noun: str, question: str) -> str | None:
+    """The name that owned ``noun`` in ``question`` ("Genghis Khan" for "father" in "Who was Genghis Khan's
+    father?"): a possessive that repeats it ("his father") points to the same owner."""
+    if not noun.isalpha():
+        return None
+    match = re.search(rf"({_NAME.pattern})['’]s\s+{re.escape(noun)}\b", question)
+    return match.group(1) if match else None
 
 
 def _is_name(text: str) -> bool:
@@ -117,14 +159,27 @@ class DialogManager:
         return subject_of(history[0].question)
 
     def _replace_pronouns(self, words: list[str], previous: Exchange, topic: str) -> str:
-        asked_who = previous.question.strip().lower().startswith(("who", "whom", "whose"))
-        person = previous.answer if previous.answer and (asked_who or _is_name(previous.answer)) else None
+        asked = previous.question.strip().lower()
+        asked_who = asked.startswith(("who", "whom", "whose"))
+        # "he", "his": the answer to a who-question; "they", "them": also a named answer to a which/what question
+        # ("Which NFL team…?" "Denver Broncos" "Who coached them?"), never a place or a date
+        person = previous.answer if previous.answer and asked_who else None
+        group = previous.answer if previous.answer and (
+            asked_who or (_is_name(previous.answer) and asked.startswith(("which", "what")))
+        ) else None
+        thing = previous.answer if _is_thing(previous.answer) and asks_for_a_thing(previous.question) else None
         out, replaced = [], False
         for i, word in enumerate(words):
             lower = word.lower()
             target = None
             if lower in PERSONAL and not replaced:
-                target = (person or topic) + PERSONAL[lower]
+                following = words[i + 1] if i + 1 < len(words) else ""
+                owner = _owner_of(following, previous.question) if PERSONAL[lower] else None
+                if owner:
+                    target = owner + "'s"  # "his father" after "Who was Genghis Khan's father?"
+                else:
+                    target = ((group if lower in ("they", "them", "their", "theirs") else person) or topic) \
+                        + PERSONAL[lower]
             elif lower in NEUTER and not replaced:
                 following = words[i + 1].lower() if i + 1 < len(words) else ""
                 preceding = words[i - 1].lower() if i else ""
@@ -135,6 +190,8 @@ class DialogManager:
                     target = None
                 elif demonstrative and previous.answer and _is_name(previous.answer):
                     target = previous.answer  # "that" points at the answer just given
+                elif not demonstrative and thing is not None:
+                    target = thing + NEUTER[lower]  # "it" is the thing the previous question asked for
                 else:
                     target = topic + NEUTER[lower]
             if target:

@@ -39,6 +39,27 @@ def test_subject_of(question, subject):
         (EIFFEL, "Why?", "Why? (When was the Eiffel Tower built?)"),
         ([Exchange("What is the Doctor's time machine called?", "TARDIS")], "What does that stand for?",
          "What does TARDIS stand for?"),  # "that" after do-support, pointing at the answer just given
+        # "it" is the thing a what/which question asked for, unless that question named its own subject
+        ([Exchange("What space station supported three manned missions?", "Skylab")], "Where was it assembled?",
+         "Where was Skylab assembled?"),
+        ([Exchange("What is the highest court in the United Methodist denomination?", "Judicial Council")],
+         "How many members make it up?", "How many members make Judicial Council up?"),
+        ([Exchange("What is the Eiffel Tower made of?", "wrought iron")], "When was it built?",
+         "When was the Eiffel Tower built?"),
+        ([Exchange("What share of teachers felt stressed?", "42%")], "Why was it so high?",
+         "Why was share of teachers felt so high?"),  # a number is not a thing "it" can be: the topic words stay
+        # "he" is the answer of a who-question only: not a place, a nationality or a book
+        ([Exchange("Where was Martin Luther born?", "Eisleben, Saxony")], "What did his father do?",
+         "What did Martin Luther's father do?"),
+        ([Exchange("What nationality was Konstantin Mereschkowski?", "Russian")], "What was his career?",
+         "What was Konstantin Mereschkowski's career?"),
+        # a repeated possessive keeps its owner
+        ([Exchange("Who was Genghis Khan's father?", "Yesügei")], "Who might his father have named him after?",
+         "Who might Genghis Khan's father have named him after?"),
+        (
+            [Exchange("Historically, what was the usual type of school discipline?", "corporal punishment")],
+            "Where is it still allowed?", "Where is corporal punishment still allowed?",
+        ),
     ],
 )
 def test_follow_ups_become_standalone(history, follow_up, standalone):
