@@ -25,9 +25,10 @@ from chatqa.decoder import (
 from chatqa.dialog import DialogManager, Exchange
 from chatqa.log import ConversationLog
 from chatqa.reader import ExtractiveReader
+from chatqa.registry import ModelRegistry
 from chatqa.turn import ANSWER_MODES, AnswerSpan, TurnResult
 from knowledge.base import KnowledgeBase
-from knowledge.errors import InvalidQuery
+from knowledge.errors import ChatQAError, InvalidQuery
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,13 @@ class ChatEngine:
         log: ConversationLog | None = None,
         dialog: DialogManager | None = None,
         settings: EngineSettings | None = None,
+        registry: ModelRegistry | None = None,
     ):
         self.kb = kb
         self.reader = reader
+        # With a registry, the reader follows its active version: a promoted model is used from the next turn on.
+        self.registry = registry
+        self.reader_version = registry.active().id if registry is not None else None
         self.decoder = decoder
         self.log = log
         self.dialog = dialog if dialog is not None else DialogManager()
@@ -121,6 +126,7 @@ class ChatEngine:
         question = check_question(question)
         settings = replace(self.settings, **overrides) if overrides else self.settings
         timings: dict[str, float] = {}
+        self.sync_reader()
 
         t = time.perf_counter()
         history = self.history(conversation_id)
@@ -186,6 +192,23 @@ class ChatEngine:
                 self._memory.setdefault(conversation_id, []).append(Exchange(standalone, best.text if best and not abstained else ""))
         yield TurnEvent("final", answer, result)
 
+    def sync_reader(self) -> None:
+        """Switch to the registry's active reader version when it changed (a retrain promoted one, or the person
+        switched back). A version that cannot be loaded is logged and the current reader kept."""
+        if self.registry is None:
+            return
+        try:
+            active = self.registry.active()
+            if active.id == self.reader_version:
+                return
+            reader = ExtractiveReader(self.registry.checkpoint(active))
+            reader.warm_up()
+        except ChatQAError as e:
+            logger.error("keeping reader %s: %s", self.reader_version, e)
+            return
+        logger.info("reader %s → %s", self.reader_version, active.id)
+        self.reader, self.reader_version = reader, active.id
+
     def answer_threshold(self) -> float:
         """The reader's chat threshold when its checkpoint has one, else its no-answer threshold."""
         settings = getattr(self.reader, "settings", None)
@@ -200,7 +223,8 @@ class ChatEngine:
     def describe_models(self) -> list[tuple[str, list[str]]]:
         """What the Models tab and ``--verbose`` show: per role, lines about the model in use (loads nothing)."""
         reader = self.reader
-        lines = [f"checkpoint: {reader.checkpoint}"]
+        lines = [f"version: {self.reader_version}" if self.reader_version else "version: (a fixed checkpoint)",
+                 f"checkpoint: {reader.checkpoint}"]
         settings = getattr(reader, "settings", None)
         if settings is not None:
             chat = "—" if settings.chat_threshold is None else f"{settings.chat_threshold:.3f}"
@@ -220,7 +244,7 @@ class ChatEngine:
         return roles
 
     def model_versions(self) -> dict[str, str]:
-        versions = {"reader": self.reader.checkpoint.name, "embedder": self.kb.embedder.name}
+        versions = {"reader": self.reader_version or self.reader.checkpoint.name, "embedder": self.kb.embedder.name}
         if self.decoder is not None:
             versions["decoder"] = self.decoder.name
         return versions
@@ -253,9 +277,11 @@ def open_engine(
     kb = KnowledgeBase(data_dir)
     if not lazy:
         seed_bundled_documents(kb.open())
+    registry = ModelRegistry(kb.data_dir) if reader_checkpoint is None else None
     return ChatEngine(
         kb,
-        ExtractiveReader(reader_checkpoint),
+        ExtractiveReader(registry.checkpoint() if registry is not None else reader_checkpoint),
+        registry=registry,
         decoder=GenerativeDecoder(kb.data_dir / "models") if decoder else None,
         log=ConversationLog(kb.data_dir),
         settings=settings,

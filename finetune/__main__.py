@@ -24,7 +24,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls) -> None
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "") + (f" (default: {default})" if default not in (None, []) else "")
         if typing.get_origin(base) is list:
-            parser.add_argument(flag, nargs="+", default=default, required=f.name == "train", help=help_text)
+            parser.add_argument(flag, nargs="+", default=default, help=help_text)
         elif base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
@@ -32,6 +32,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from finetune.from_logs import LogRetrainConfig
     from finetune.reader import ReaderTrainingConfig
 
     parser = argparse.ArgumentParser(prog="python -m finetune", description="Train ChatQA's models.")
@@ -42,6 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune the extractive reader. Interrupt at any time; the same command resumes.",
     )
     add_dataclass_arguments(reader, ReaderTrainingConfig)
+    logs = reader.add_argument_group(
+        "retraining from the conversation log (--from-logs)",
+        "Continue the active reader on the logged feedback, compare, promote only if better (finetune/from_logs.py). "
+        "Training options given explicitly above override the retrain defaults "
+        "(epochs 2, lr 3e-5, batch size 16); --train, --eval and --calibrate are not used.",
+    )
+    logs.add_argument("--from-logs", action="store_true", help="retrain from the conversation log")
+    for f in dataclasses.fields(LogRetrainConfig):
+        if f.name == "seed":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = {"replay": None, "replay_ratio": float, "squad_dev_samples": int, "heldout_share": float,
+                "max_squad_drop": float}.get(f.name, str)
+        kwargs = {"nargs": "*"} if f.name == "replay" else {"type": kind}
+        logs.add_argument(flag, dest=f"logs_{f.name}", default=default, metavar=f.name.upper(),
+                          help=f.metadata.get("help", "") + (f" (default: {default})" if default else ""), **kwargs)
     return parser
 
 
@@ -53,9 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from knowledge.errors import ChatQAError
 
     try:
+        if args.command == "reader" and args.from_logs:
+            return _from_logs(args)
         if args.command == "reader":
             from finetune.reader import ReaderTrainer, ReaderTrainingConfig
 
+            if not args.train:
+                raise ValueError("--train FILE... is needed (or --from-logs)")
             fields = {f.name for f in dataclasses.fields(ReaderTrainingConfig)}
             cfg = ReaderTrainingConfig(**{k: v for k, v in vars(args).items() if k in fields})
             path = ReaderTrainer(cfg).run()
@@ -63,6 +85,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ChatQAError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _from_logs(args) -> int:
+    from finetune.from_logs import RETRAIN_DEFAULTS, LogRetrainConfig, retrain_reader
+    from finetune.reader import ReaderTrainingConfig
+
+    cfg = LogRetrainConfig(**{f.name: getattr(args, f"logs_{f.name}") for f in dataclasses.fields(LogRetrainConfig)
+                              if f.name != "seed"}, seed=args.seed)
+    defaults = ReaderTrainingConfig()
+    overrides = {
+        name: getattr(args, name) for name in RETRAIN_DEFAULTS
+        if name in vars(args) and getattr(args, name) != getattr(defaults, name)
+    }
+    report = retrain_reader(cfg, overrides)
+    verdict = "promoted: now the active reader" if report.promoted else "not promoted: the active reader stays"
+    print(f"reader {report.version.id} (from {report.parent}), {verdict}. {report.reason}. ({report.seconds:.0f} s)")
     return 0
 
 

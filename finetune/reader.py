@@ -117,23 +117,33 @@ def save_model(model, tokenizer, folder: Path, *, fp16: bool, extra_files: dict[
 
 # -- training ------------------------------------------------------------------------------------------------------
 class ReaderTrainer:
-    def __init__(self, cfg: ReaderTrainingConfig):
-        if not cfg.train:
+    """Trains on ``cfg.train``'s files, or on ``examples`` when given (retraining from the conversation log)."""
+
+    def __init__(self, cfg: ReaderTrainingConfig, examples: list[TrainExample] | None = None):
+        if not cfg.train and examples is None:
             raise ValueError("at least one --train file is needed")
         if cfg.batch_size % cfg.grad_accum:
             raise ValueError("batch_size must be a multiple of grad_accum")
         self.cfg = cfg
+        self.examples = examples
         self.out = Path(cfg.out)
         self.state: dict = {}
 
     def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        handler = self._log_to_file()
+        try:
+            return self._run()
+        finally:
+            logging.getLogger("finetune").removeHandler(handler)
+            handler.close()
+
+    def _run(self) -> Path:
         import torch
         from accelerate import Accelerator
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
 
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._log_to_file()
         (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
         bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_available() or cpu_supports_bf16())
         accelerator = Accelerator(
@@ -151,10 +161,13 @@ class ReaderTrainer:
             model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
 
         t0 = time.perf_counter()
-        examples = load_examples(cfg.train)
-        if cfg.max_train_samples is not None:
-            examples = examples[: cfg.max_train_samples]
-        examples = with_negatives(examples, cfg.negatives, seed=cfg.seed)
+        if self.examples is not None:
+            examples = list(self.examples)
+        else:
+            examples = load_examples(cfg.train)
+            if cfg.max_train_samples is not None:
+                examples = examples[: cfg.max_train_samples]
+            examples = with_negatives(examples, cfg.negatives, seed=cfg.seed)
         features = build_features(examples, tokenizer, cfg)
         lengths = [len(ids) for ids in features.input_ids]
         logger.info(
@@ -233,10 +246,11 @@ class ReaderTrainer:
         return self._finish(final_model, tokenizer, state)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
-    def _log_to_file(self) -> None:
+    def _log_to_file(self) -> logging.Handler:
         handler = logging.FileHandler(self.out / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logging.getLogger("finetune").addHandler(handler)
+        return handler
 
     def _save_state(self, accelerator, state: dict) -> None:
         tmp = self.out / "state.tmp"

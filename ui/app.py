@@ -354,6 +354,35 @@ class ChatQAApp:
                 gr.DownloadButton(value=str(chat), visible=True, interactive=bool(n_chat)))
 
     # -- models ----------------------------------------------------------------------------------------------------
+    def reader_versions(self):
+        """The Models tab's version table and the switch-to dropdown."""
+        registry = self.engine.registry
+        if registry is None:
+            return [], gr.Dropdown(choices=[], value=None)
+        active = registry.active().id
+        rows = []
+        for v in registry.versions():
+            new = v.metrics.get("new", {})
+            held, squad = new.get("heldout", {}), new.get("squad", {})
+            rows.append([
+                v.id + (" (active)" if v.id == active else ""), v.created[:16].replace("T", " "), v.parent or "",
+                "yes" if v.promoted else "", _fmt(held.get("f1")), _fmt(squad.get("f1")), v.reason,
+            ])
+        return rows, gr.Dropdown(choices=[v.id for v in registry.versions()], value=active)
+
+    def activate_version(self, version: str | None):
+        registry = self.engine.registry
+        if registry is None or not version:
+            gr.Warning("Choose a version.")
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            registry.activate(version)
+        except ChatQAError as e:
+            gr.Warning(str(e))
+            return gr.skip(), gr.skip(), gr.skip()
+        gr.Info(f"Reader {version} is now active; the next answer uses it.")
+        return *self.reader_versions(), self.models_markdown()
+
     def models_markdown(self) -> str:
         lines = []
         for role, facts in self.engine.describe_models():
@@ -366,6 +395,10 @@ class ChatQAApp:
         except Exception:  # torch without CUDA support
             pass
         return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.1f}"
 
 
 def _esc(value: object) -> str:
@@ -448,8 +481,17 @@ def build(app: ChatQAApp) -> gr.Blocks:
                 squad_file = gr.DownloadButton("Download SQuAD 2.0 JSON", visible=False, elem_id="chatqa-download-squad")
                 chat_file = gr.DownloadButton("Download chat JSONL", visible=False, elem_id="chatqa-download-chat")
 
-        with gr.Tab("Models", id="models"):
+        with gr.Tab("Models", id="models") as models_tab:
             models = gr.Markdown(elem_id="chatqa-models")
+            gr.Markdown("#### Reader versions\nRetrained with `python -m finetune reader --from-logs`; a version "
+                        "becomes active only when it beats the active one on held-out feedback.")
+            versions = gr.Dataframe(
+                headers=["version", "created (UTC)", "from", "promoted", "held-out F1", "SQuAD F1", "decision"],
+                interactive=False, elem_id="chatqa-versions",
+            )
+            with gr.Row():
+                version_choice = gr.Dropdown(label="Version", scale=3, elem_id="chatqa-version-choice")
+                activate = gr.Button("Make active", elem_id="chatqa-activate")
             refresh_models = gr.Button("Refresh")
 
         # -- events ----------------------------------------------------------------------------------------------
@@ -475,6 +517,10 @@ def build(app: ChatQAApp) -> gr.Blocks:
         reindex.click(app.reindex, None, [kb_message, *doc_outputs], concurrency_id=ENGINE, concurrency_limit=1)
         prepare.click(app.prepare_export, [since], [counts, squad_file, chat_file])
         refresh_models.click(app.models_markdown, None, [models])
+        refresh_models.click(app.reader_versions, None, [versions, version_choice])
+        models_tab.select(app.models_markdown, None, [models])
+        models_tab.select(app.reader_versions, None, [versions, version_choice])
+        activate.click(app.activate_version, [version_choice], [versions, version_choice, models])
 
         demo.load(app.documents, None, doc_outputs)
         knowledge_tab.select(app.documents, None, doc_outputs)

@@ -175,3 +175,19 @@ def test_sources_escape_document_text():
 
 def test_a_gradio_update_is_what_the_tests_think_it_is():
     assert _is_skip(gr.skip())
+
+
+def test_models_tab_lists_versions_and_switches_back(app, tmp_path):
+    from chatqa.registry import SHIPPED, ModelRegistry
+
+    assert app.reader_versions()[0] == []  # a fixed checkpoint: no registry
+    app.engine.registry = ModelRegistry(tmp_path / "data")
+    (tmp_path / "m").mkdir()
+    app.engine.registry.add(tmp_path / "m", parent=SHIPPED, promoted=True, reason="held-out F1 50.00 → 60.00",
+                            metrics={"new": {"heldout": {"f1": 60.0}, "squad": {"f1": 75.5}}})
+    rows, choice = app.reader_versions()
+    assert [r[0] for r in rows] == [SHIPPED, "r1 (active)"] and rows[1][4:6] == ["60.0", "75.5"]
+    rows, choice, _ = app.activate_version(SHIPPED)
+    assert rows[0][0] == f"{SHIPPED} (active)" and app.engine.registry.active().id == SHIPPED
+    with pytest.warns(UserWarning, match="no model version"):
+        app.activate_version("r7")
