@@ -3,14 +3,51 @@
     python run.py [--host 127.0.0.1] [--port 7860] [--data-dir DIR] [--mode extractive|generative|auto] [--k 5]
 
 On a fresh data directory the bundled documents are added first, so the first question already gets an answer.
-The same app is `chatqa ui`; `chatqa chat` is the terminal chat.
+`chatqa chat` is the same engine in a terminal.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+from pathlib import Path
 
-from chatqa.cli import main
+from chatqa.cli import _offline, _positive_int
+from chatqa.turn import ANSWER_MODES
+from knowledge.errors import ChatQAError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="ChatQA in the browser: chat with sources, feedback, knowledge "
+                                                 "base, export and models (a Gradio app).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=_positive_int, default=7860, help="port (default 7860)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="data directory (default: $CHATQA_DATA_DIR or ./chatqa-data)")
+    parser.add_argument("--mode", choices=ANSWER_MODES, default="auto",
+                        help="answer mode (default auto: the generative decoder once it is loaded)")
+    parser.add_argument("--k", type=_positive_int, default=5, help="passages read per question (default 5)")
+    parser.add_argument("--reader", type=Path, default=None,
+                        help="a fixed reader checkpoint (default: the data directory's active version)")
+    parser.add_argument("--browser", action="store_true", help="open the app in the default web browser")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    _offline()
+    from ui.app import launch
+
+    try:
+        launch(args.data_dir, host=args.host, port=args.port, mode=args.mode, k=args.k, reader=args.reader,
+               open_browser=args.browser)
+    except ChatQAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(main(["ui", *sys.argv[1:]]))
+    sys.exit(main())

@@ -178,14 +178,6 @@ def cmd_chat(args) -> int:
         _print_sources(result)
 
 
-def cmd_ui(args) -> int:
-    from ui.app import launch
-
-    launch(args.data_dir, host=args.host, port=args.port, mode=args.mode, k=args.k, reader=args.reader,
-           open_browser=args.browser)
-    return 0
-
-
 # -- export ------------------------------------------------------------------------------------------------------
 def cmd_export(args) -> int:
     from chatqa.export import export
@@ -317,13 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("chat", parents=[common, answering], help="interactive chat in the terminal",
                             description="A multi-turn chat in the terminal that streams answers and shows sources.")
     p.set_defaults(func=cmd_chat)
-
-    p = commands.add_parser("ui", parents=[common, answering], help="the browser app (what `python run.py` starts)",
-                            description="Start the Gradio app: chat with sources, feedback, knowledge base, export.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_positive_int, default=7860, help="port (default 7860)")
-    p.add_argument("--browser", action="store_true", help="open the app in the default web browser")
-    p.set_defaults(func=cmd_ui)
 
     p = commands.add_parser(
         "export", parents=[common], help="feedback from the conversation log as training data",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from chatqa.decoder import (
+    DECODER_FOLDER,
     DecoderUnavailable,
     GenerativeDecoder,
     abstention_answer,
@@ -81,12 +82,15 @@ class ChatEngine:
         dialog: DialogManager | None = None,
         settings: EngineSettings | None = None,
         registry: ModelRegistry | None = None,
+        decoder_registry: ModelRegistry | None = None,
     ):
         self.kb = kb
         self.reader = reader
         # With a registry, the reader follows its active version: a promoted model is used from the next turn on.
         self.registry = registry
         self.reader_version = registry.active().id if registry is not None else None
+        self.decoder_registry = decoder_registry
+        self.decoder_version = decoder_registry.active().id if decoder_registry is not None else None
         self.decoder = decoder
         self.log = log
         self.dialog = dialog if dialog is not None else DialogManager()
@@ -127,6 +131,7 @@ class ChatEngine:
         settings = replace(self.settings, **overrides) if overrides else self.settings
         timings: dict[str, float] = {}
         self.sync_reader()
+        self.sync_decoder()
 
         t = time.perf_counter()
         history = self.history(conversation_id)
@@ -209,6 +214,24 @@ class ChatEngine:
         logger.info("reader %s → %s", self.reader_version, active.id)
         self.reader, self.reader_version = reader, active.id
 
+    def sync_decoder(self) -> None:
+        """Switch to the decoder registry's active version when it changed (loaded at once if the old one was)."""
+        if self.decoder_registry is None or self.decoder is None:
+            return
+        try:
+            active = self.decoder_registry.active()
+            if active.id == self.decoder_version:
+                return
+            folder = None if active.path is None else self.decoder_registry.checkpoint(active)
+            decoder = GenerativeDecoder(self.decoder.models_dir, model_folder=folder, config=self.decoder.config)
+            if self.decoder.is_loaded:
+                decoder.warm_up()
+        except ChatQAError as e:
+            logger.error("keeping decoder %s: %s", self.decoder_version, e)
+            return
+        logger.info("decoder %s → %s", self.decoder_version, active.id)
+        self.decoder, self.decoder_version = decoder, active.id
+
     def answer_threshold(self) -> float:
         """The reader's chat threshold when its checkpoint has one, else its no-answer threshold."""
         settings = getattr(self.reader, "settings", None)
@@ -239,14 +262,15 @@ class ChatEngine:
             roles.append(("Decoder (generative)", ["off: extractive answers only"]))
         else:
             state = "loaded" if self.decoder.is_loaded else "not loaded yet"
-            roles.append(("Decoder (generative)", [f"{self.decoder.name}: {state}", f"folder: {self.decoder.folder}"]))
+            roles.append(("Decoder (generative)", [f"version: {self.decoder_version or self.decoder.name}: {state}",
+                                                   f"folder: {self.decoder.folder}"]))
         roles.append(("Embedder (retrieval)", [self.kb.embedder.name]))
         return roles
 
     def model_versions(self) -> dict[str, str]:
         versions = {"reader": self.reader_version or self.reader.checkpoint.name, "embedder": self.kb.embedder.name}
         if self.decoder is not None:
-            versions["decoder"] = self.decoder.name
+            versions["decoder"] = self.decoder_version or self.decoder.name
         return versions
 
 
@@ -278,11 +302,16 @@ def open_engine(
     if not lazy:
         seed_bundled_documents(kb.open())
     registry = ModelRegistry(kb.data_dir) if reader_checkpoint is None else None
+    decoders = ModelRegistry(kb.data_dir, role="decoder", shipped=kb.data_dir / "models" / DECODER_FOLDER)
+    active_decoder = decoders.active()
     return ChatEngine(
         kb,
         ExtractiveReader(registry.checkpoint() if registry is not None else reader_checkpoint),
         registry=registry,
-        decoder=GenerativeDecoder(kb.data_dir / "models") if decoder else None,
+        decoder=GenerativeDecoder(
+            kb.data_dir / "models", model_folder=None if active_decoder.path is None else decoders.checkpoint()
+        ) if decoder else None,
+        decoder_registry=decoders if decoder else None,
         log=ConversationLog(kb.data_dir),
         settings=settings,
     )

@@ -43,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune the extractive reader. Interrupt at any time; the same command resumes.",
     )
     add_dataclass_arguments(reader, ReaderTrainingConfig)
+    decoder = commands.add_parser(
+        "decoder",
+        help="fine-tune the generative decoder on the logged feedback (chat export)",
+        description="Supervised fine-tuning of the decoder on the conversation log's chat export; the new version "
+                    "is used only if it beats the active one on held-out feedback (finetune/decoder.py).",
+    )
+    decoder.add_argument("--from-logs", action="store_true", required=True, help="train from the conversation log")
+    decoder.add_argument("--data-dir", default=None, help="data directory (default: $CHATQA_DATA_DIR or ./chatqa-data)")
+    decoder.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default: 1.0)")
+    decoder.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default: 2e-05)")
+    decoder.add_argument("--batch-size", type=int, default=4, help="examples per step (default: 4)")
     logs = reader.add_argument_group(
         "retraining from the conversation log (--from-logs)",
         "Continue the active reader on the logged feedback, compare, promote only if better (finetune/from_logs.py). "
@@ -71,6 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from knowledge.errors import ChatQAError
 
     try:
+        if args.command == "decoder":
+            from finetune.decoder import DecoderRetrainConfig, retrain_decoder
+
+            report = retrain_decoder(DecoderRetrainConfig(
+                data_dir=args.data_dir, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size))
+            verdict = "promoted: now the active decoder" if report.promoted else "not promoted: the active decoder stays"
+            print(f"decoder {report.version} (from {report.parent}), {verdict}. {report.reason}. "
+                  f"({report.seconds:.0f} s)")
+            return 0
         if args.command == "reader" and args.from_logs:
             return _from_logs(args)
         if args.command == "reader":

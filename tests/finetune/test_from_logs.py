@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,24 +24,7 @@ from finetune.from_logs import (
 )
 from knowledge.base import KnowledgeBase
 from knowledge.errors import ChatQAError
-from tests.chatqa.test_engine import EIFFEL, PENGUINS, FakeReader
-
-QUESTIONS = ["When was the Eiffel Tower built?", "Who designed the Eiffel Tower?", "What do penguins eat?"]
-
-
-@pytest.fixture
-def data_dir(tmp_path, fake_embedder):
-    """A data directory whose log holds 30 one-question conversations, each rated 👍."""
-    (tmp_path / "eiffel.txt").write_text(EIFFEL)
-    (tmp_path / "penguins.txt").write_text(PENGUINS)
-    data = tmp_path / "data"
-    with KnowledgeBase(data, embedder=fake_embedder) as kb, ConversationLog(data) as log:
-        kb.add_files([tmp_path / "eiffel.txt", tmp_path / "penguins.txt"])
-        engine = ChatEngine(kb, FakeReader(), log=log)
-        for i in range(30):
-            result = engine.ask(QUESTIONS[i % 3], log.new_conversation(), mode="extractive")
-            log.feedback(result.turn_id, "up")
-    return data
+from tests.chatqa.test_engine import EIFFEL
 
 
 def _config(data_dir, **kw) -> LogRetrainConfig:
@@ -93,6 +77,7 @@ def test_the_split_is_by_conversation_and_deterministic(data_dir):
     assert not conversation_is_heldout("abc", 0.0) and conversation_is_heldout("abc", 1.0)
 
 
+@pytest.mark.slow
 def test_held_out_examples_are_never_trained_on(data_dir):
     from chatqa.export import feedback_examples
 
@@ -177,8 +162,7 @@ def test_the_running_engine_answers_with_a_promoted_version(tmp_path, fake_embed
         # a "retrained" version that abstains on everything (its chat threshold says so), promoted
         strict = tmp_path / "strict"
         shutil.copytree(DEFAULT_READER_DIR, strict)
-        save_reader_settings(strict, load_reader_settings(strict).__class__(
-            **{**load_reader_settings(strict).__dict__, "chat_threshold": -1e9}))
+        save_reader_settings(strict, replace(load_reader_settings(strict), chat_threshold=-1e9))
         registry.add(strict, parent=SHIPPED, promoted=True, reason="test", metrics={})
         second = engine.ask("When was the Eiffel Tower built?", mode="extractive")
         assert second.abstained and second.model_versions["reader"] == "r1"
