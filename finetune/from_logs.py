@@ -61,7 +61,9 @@ class LogRetrainConfig:
         default_factory=lambda: next(iter(_shared("dev/squad-v1.1-dev-13art.json")), None),
         metadata={"help": "SQuAD v1.1 file whose fixed sample guards against forgetting"},
     )
-    squad_dev_samples: int = field(default=500, metadata={"help": "questions of the SQuAD sample"})
+    squad_dev_samples: int | None = field(
+        default=None, metadata={"help": "a fixed sample of this many SQuAD questions (default: all of them)"}
+    )
     heldout_share: float = field(default=0.2, metadata={"help": "share of conversations held out for the comparison"})
     max_squad_drop: float = field(default=1.0, metadata={"help": "F1 the new reader may lose on the SQuAD sample"})
     seed: int = 0
@@ -131,7 +133,10 @@ def score_examples(reader: ExtractiveReader, examples: list[FeedbackExample], th
             "examples": len(examples)}
 
 
-def evaluate_version(checkpoint: Path, held: list[FeedbackExample], cfg: LogRetrainConfig) -> dict:
+def evaluate_version(checkpoint: Path, held: list[FeedbackExample], cfg: LogRetrainConfig,
+                     cache: Path | None = None, version: str | None = None) -> dict:
+    """Held-out and SQuAD scores of one reader. A version's SQuAD score never changes, so it is kept in ``cache``
+    (a JSON file beside the registry) and computed once per version, file and sample size."""
     from chatqa.evaluation import evaluate_reader
 
     reader = ExtractiveReader(checkpoint)
@@ -139,9 +144,15 @@ def evaluate_version(checkpoint: Path, held: list[FeedbackExample], cfg: LogRetr
     threshold = settings.chat_threshold if settings.chat_threshold is not None else settings.no_answer_threshold
     out = {"heldout": score_examples(reader, held, threshold)}
     if cfg.squad_dev:
-        report = evaluate_reader(cfg.squad_dev, reader=reader, sample=cfg.squad_dev_samples)
-        out["squad"] = {"file": Path(cfg.squad_dev).name, "questions": report["questions"],
-                        "exact_match": report["exact_match"], "f1": report["f1"]}
+        key = f"{version}|{Path(cfg.squad_dev).name}|{cfg.squad_dev_samples or 'all'}"
+        known = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+        if version is None or key not in known:
+            report = evaluate_reader(cfg.squad_dev, reader=reader, sample=cfg.squad_dev_samples)
+            known[key] = {"file": Path(cfg.squad_dev).name, "questions": report["questions"],
+                          "exact_match": report["exact_match"], "f1": report["f1"]}
+        out["squad"] = known[key]
+        if cache is not None and version is not None:
+            cache.write_text(json.dumps(known, indent=2))
     return out
 
 
@@ -199,7 +210,8 @@ def retrain_reader(cfg: LogRetrainConfig, train_overrides: dict | None = None, *
     # answers' 95th percentile was tried on COVID-QA: no gain there, 0.9 F1 lost on SQuAD.)
     save_reader_settings(model_dir, parent_settings)
 
-    active_metrics = evaluate_version(parent_dir, held, cfg)
+    cache = registry.folder / "squad_scores.json"
+    active_metrics = evaluate_version(parent_dir, held, cfg, cache, parent.id)
     new_metrics = evaluate_version(model_dir, held, cfg)
     promoted, reason = decide(active_metrics, new_metrics, cfg.max_squad_drop)
     logger.info("%s: %s", "promoted" if promoted else "not promoted", reason)
@@ -210,6 +222,10 @@ def retrain_reader(cfg: LogRetrainConfig, train_overrides: dict | None = None, *
         model_dir, parent=parent.id, promoted=promoted, reason=reason, metrics=report_metrics,
         training={"config": asdict(train_cfg), "retrain": asdict(cfg), "seconds": seconds},
     )
+    if "squad" in new_metrics:
+        known = json.loads(cache.read_text()) if cache.exists() else {}
+        known[f"{version.id}|{Path(cfg.squad_dev).name}|{cfg.squad_dev_samples or 'all'}"] = new_metrics["squad"]
+        cache.write_text(json.dumps(known, indent=2))
     shutil.rmtree(run_dir, ignore_errors=True)
     (registry.folder / "last_retrain.json").write_text(json.dumps(
         {"version": version.id, "promoted": promoted, "reason": reason, "seconds": seconds}, indent=2))
