@@ -137,6 +137,8 @@ class ReaderTrainer:
         finally:
             logging.getLogger("finetune").removeHandler(handler)
             handler.close()
+            _reset_accelerate()
+
 
     def _run(self) -> Path:
         import torch
@@ -315,3 +317,11 @@ class ReaderTrainer:
 
 def _no_decay(name: str) -> bool:
     return name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def _reset_accelerate() -> None:
+    """accelerate keeps one process-wide state; forget it so the next run in this process may choose another
+    mixed precision (a retrain after a test run, the learning-loop benchmark's successive retrains)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
