@@ -26,7 +26,7 @@ from chatqa.decoder import (
 from chatqa.dialog import DialogManager, Exchange
 from chatqa.log import ConversationLog
 from chatqa.reader import ExtractiveReader
-from chatqa.registry import ModelRegistry
+from chatqa.registry import ModelRegistry, ModelVersion
 from chatqa.turn import ANSWER_MODES, AnswerSpan, TurnResult
 from knowledge.base import KnowledgeBase
 from knowledge.errors import ChatQAError, InvalidQuery
@@ -199,38 +199,30 @@ class ChatEngine:
 
     def sync_reader(self) -> None:
         """Switch to the registry's active reader version when it changed (a retrain promoted one, or the person
-        switched back). A version that cannot be loaded is logged and the current reader kept."""
-        if self.registry is None:
-            return
-        try:
-            active = self.registry.active()
-            if active.id == self.reader_version:
-                return
-            reader = ExtractiveReader(self.registry.checkpoint(active))
-            reader.warm_up()
-        except ChatQAError as e:
-            logger.error("keeping reader %s: %s", self.reader_version, e)
-            return
-        logger.info("reader %s → %s", self.reader_version, active.id)
-        self.reader, self.reader_version = reader, active.id
+        switched back)."""
+        switched = _switch("reader", self.registry, self.reader_version, self._load_reader)
+        if switched is not None:
+            self.reader, self.reader_version = switched
 
     def sync_decoder(self) -> None:
         """Switch to the decoder registry's active version when it changed (loaded at once if the old one was)."""
-        if self.decoder_registry is None or self.decoder is None:
+        if self.decoder is None:
             return
-        try:
-            active = self.decoder_registry.active()
-            if active.id == self.decoder_version:
-                return
-            folder = None if active.path is None else self.decoder_registry.checkpoint(active)
-            decoder = GenerativeDecoder(self.decoder.models_dir, model_folder=folder, config=self.decoder.config)
-            if self.decoder.is_loaded:
-                decoder.warm_up()
-        except ChatQAError as e:
-            logger.error("keeping decoder %s: %s", self.decoder_version, e)
-            return
-        logger.info("decoder %s → %s", self.decoder_version, active.id)
-        self.decoder, self.decoder_version = decoder, active.id
+        switched = _switch("decoder", self.decoder_registry, self.decoder_version, self._load_decoder)
+        if switched is not None:
+            self.decoder, self.decoder_version = switched
+
+    def _load_reader(self, version: ModelVersion) -> ExtractiveReader:
+        reader = ExtractiveReader(self.registry.checkpoint(version))
+        reader.warm_up()
+        return reader
+
+    def _load_decoder(self, version: ModelVersion) -> GenerativeDecoder:
+        folder = None if version.path is None else self.decoder_registry.checkpoint(version)
+        decoder = GenerativeDecoder(self.decoder.models_dir, model_folder=folder, config=self.decoder.config)
+        if self.decoder.is_loaded:
+            decoder.warm_up()
+        return decoder
 
     def answer_threshold(self) -> float:
         """The reader's chat threshold when its checkpoint has one, else its no-answer threshold."""
@@ -272,6 +264,23 @@ class ChatEngine:
         if self.decoder is not None:
             versions["decoder"] = self.decoder_version or self.decoder.name
         return versions
+
+
+def _switch(role: str, registry: ModelRegistry | None, loaded: str | None, load):
+    """``(model, version id)`` of the registry's active version when it is not the ``loaded`` one, else None. A
+    version that cannot be loaded is logged and None returned: the model in use stays."""
+    if registry is None:
+        return None
+    try:
+        active = registry.active()
+        if active.id == loaded:
+            return None
+        model = load(active)
+    except ChatQAError as e:
+        logger.error("keeping %s %s: %s", role, loaded, e)
+        return None
+    logger.info("%s %s → %s", role, loaded, active.id)
+    return model, active.id
 
 
 def reader_scores(checkpoint) -> list[tuple[str, dict]]:

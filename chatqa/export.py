@@ -30,8 +30,6 @@ Output is deterministic for a given log: turns in the order they were asked, pas
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -41,6 +39,7 @@ from typing import Literal
 from chatqa.decoder import evidence_sentence, prompt_messages, template_answer
 from chatqa.log import ConversationLog, LoggedTurn
 from knowledge.errors import ChatQAError
+from knowledge.files import atomic_write
 
 ExportFormat = Literal["squad", "chat"]
 EXPORT_FORMATS: tuple[str, ...] = ("squad", "chat")
@@ -227,12 +226,5 @@ def export(log: ConversationLog, fmt: str, out: str | Path, since: str | None = 
     text = render(examples, fmt)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, text)
     return counts

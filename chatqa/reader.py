@@ -16,8 +16,6 @@ import inspect
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import numpy as np
 
 from chatqa.features import Features, Span, best_answer, collate, decode_spans, prepare_features
 from knowledge.errors import ChatQAError
+from knowledge.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +90,7 @@ def save_reader_settings(folder: str | Path, settings: ReaderSettings, **extra: 
         raise ValueError(f"extra keys {clash} clash with ReaderSettings fields; pass them in settings instead.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / READER_CONFIG
-    text = json.dumps({**fields, **extra}, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{READER_CONFIG}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(folder / READER_CONFIG, json.dumps({**fields, **extra}, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_reader_settings(folder: str | Path) -> ReaderSettings:

@@ -13,15 +13,14 @@ active version with the one it has loaded before each answer and switches withou
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from knowledge.errors import ChatQAError
+from knowledge.files import atomic_write
 
 SHIPPED = "shipped"
 
@@ -69,14 +68,7 @@ class ModelRegistry:
 
     def _write(self, data: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".registry.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, json.dumps(data, indent=2))
 
     # -- reading -------------------------------------------------------------------------------------------------
     def versions(self) -> list[ModelVersion]:

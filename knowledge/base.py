@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import numpy as np
 from knowledge.chunker import Chunker, ChunkerConfig, tokenizer_offsets
 from knowledge.embedder import Embedder
 from knowledge.errors import ChatQAError, DocumentError, MissingFile, UnknownDocument
+from knowledge.files import atomic_write
 from knowledge.loaders import (
     DEFAULT_MAX_BYTES,
     SUPPORTED_SUFFIXES,
@@ -209,14 +209,7 @@ class KnowledgeBase:
         target = self.data_dir / "documents" / f"{sha}{suffix}"
         if target.exists():
             return
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, data)
 
     # -- listing, removing, re-indexing ----------------------------------------------------------------------------
     def list_documents(self) -> list[DocumentInfo]:

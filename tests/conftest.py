@@ -85,3 +85,19 @@ def real_embedder():
     embedder = Embedder()
     embedder.warm_up()
     return embedder
+
+
+@pytest.fixture
+def fake_engine(tmp_path, fake_embedder):
+    """A ChatEngine over `tmp_path / "data"`: a knowledge base of two small documents (Eiffel Tower, penguins), the
+    fake reader of the engine tests, and a conversation log."""
+    from chatqa.engine import ChatEngine
+    from chatqa.log import ConversationLog
+    from knowledge.base import KnowledgeBase
+    from tests.chatqa.test_engine import EIFFEL, PENGUINS, FakeReader
+
+    (tmp_path / "eiffel.txt").write_text(EIFFEL)
+    (tmp_path / "penguins.txt").write_text(PENGUINS)
+    with KnowledgeBase(tmp_path / "data", embedder=fake_embedder) as kb, ConversationLog(tmp_path / "data") as log:
+        kb.add_files([tmp_path / "eiffel.txt", tmp_path / "penguins.txt"])
+        yield ChatEngine(kb, FakeReader(), log=log)

@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -402,8 +403,6 @@ def _fmt(value) -> str:
 
 
 def _esc(value: object) -> str:
-    from html import escape
-
     return escape(str(value))
 
 

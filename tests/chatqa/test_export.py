@@ -9,25 +9,15 @@ import pytest
 
 from chatqa.cli import main
 from chatqa.decoder import SYSTEM_PROMPT
-from chatqa.engine import ChatEngine
 from chatqa.export import InvalidExport, export, feedback_examples, parse_since, render
 from chatqa.features import prepare_features
-from chatqa.log import ConversationLog
 from finetune.data import load_examples
-from knowledge.base import KnowledgeBase
-from tests.chatqa.test_engine import EIFFEL, PENGUINS, FakeReader
+from tests.chatqa.test_engine import EIFFEL
 
 
 @pytest.fixture
-def engine(tmp_path, fake_embedder):
-    (tmp_path / "eiffel.txt").write_text(EIFFEL)
-    (tmp_path / "penguins.txt").write_text(PENGUINS)
-    kb = KnowledgeBase(tmp_path / "data", embedder=fake_embedder).open()
-    kb.add_files([tmp_path / "eiffel.txt", tmp_path / "penguins.txt"])
-    log = ConversationLog(tmp_path / "data")
-    yield ChatEngine(kb, FakeReader(), log=log)
-    log.close()
-    kb.close()
+def engine(fake_engine):
+    return fake_engine
 
 
 def _turn(engine, question, conversation=None):
@@ -170,7 +160,7 @@ def test_export_is_deterministic_and_a_failed_one_keeps_the_earlier_file(engine,
     def fail(*_):
         raise OSError("disk full")
 
-    monkeypatch.setattr("chatqa.export.os.replace", fail)
+    monkeypatch.setattr("knowledge.files.os.replace", fail)
     engine.log.feedback(turn.turn_id, "down")
     with pytest.raises(OSError, match="disk full"):
         export(engine.log, "squad", out)

@@ -10,26 +10,16 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from chatqa.engine import ChatEngine
-from chatqa.log import ConversationLog
-from knowledge.base import KnowledgeBase
-from tests.chatqa.test_engine import EIFFEL, PENGUINS, FakeReader
+from tests.chatqa.test_engine import EIFFEL
 from ui.app import ChatQAApp, new_session
 from ui.render import sources_html
 
 
 @pytest.fixture
-def app(tmp_path, fake_embedder):
-    (tmp_path / "eiffel.txt").write_text(EIFFEL)
-    (tmp_path / "penguins.txt").write_text(PENGUINS)
-    kb = KnowledgeBase(tmp_path / "data", embedder=fake_embedder).open()
-    kb.add_files([tmp_path / "eiffel.txt", tmp_path / "penguins.txt"])
-    log = ConversationLog(tmp_path / "data")
-    app = ChatQAApp(ChatEngine(kb, FakeReader(), log=log))
+def app(fake_engine):
+    app = ChatQAApp(fake_engine)
     app.ready.set()
-    yield app
-    log.close()
-    kb.close()
+    return app
 
 
 def _final(app, question, session, mode="extractive", k=5, strictness=0.0):
