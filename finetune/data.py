@@ -6,6 +6,18 @@ No SQuAD 2.0 training file is available, so unanswerable examples are built the 
   topic and close to the question, as SQuAD 2.0's unanswerable questions are.
 - `neighbour`: the paragraph of the same article that shares the most content words with the question (what
   retrieval puts in front of the reader) when it does not contain the answer.
+
+Context-side negatives alone teach "abstain when the answer sentence is missing", but SQuAD 2.0's unanswerable
+questions keep the paragraph and change the question (Rajpurkar et al. 2018 sort them into entity swap 21%,
+antonym 20%, mutual exclusion 15%, negation 9%, ...). So the question's own paragraph is also paired with:
+
+- `swapped`: the question with one name or number that its paragraph mentions replaced by another name or number
+  of the same article (of the same paragraph when it has one): "When did Tesla move to Paris?" → "When did Edison
+  move to Paris?".
+- `antonym`: the question with one word replaced by its opposite ("first" → "last", "largest" → "smallest").
+- `negated`: the question with its auxiliary verb negated ("When did he leave?" → "When didn't he leave?").
+
+These are built by rule, so a few are still answerable; SQuAD 2.0's own train set has such noise too.
 """
 
 from __future__ import annotations
@@ -74,6 +86,112 @@ def removed_sentence_negative(example: TrainExample) -> TrainExample | None:
     return TrainExample(example.question, context, None, "removed", example.group)
 
 
+_PAIRS = """first last, earliest latest, early late, earlier later, before after, largest smallest, large small,
+biggest smallest, big small, highest lowest, high low, higher lower, most least, more less, maximum minimum,
+longest shortest, long short, oldest youngest, older younger, old new, best worst, better worse, increase decrease,
+increased decreased, won lost, win lose, major minor, north south, east west, northern southern, eastern western,
+above below, inside outside, public private, positive negative, success failure, successful unsuccessful, top bottom,
+begin end, began ended, start end, started ended, rise fall, strongest weakest, strong weak, fastest slowest,
+richest poorest, cheapest most expensive, heaviest lightest, deepest shallowest, wettest driest, hottest coldest,
+warmest coldest, common rare, allowed forbidden, legal illegal, accepted rejected, open closed, male female,
+ancient modern, upper lower, internal external, domestic foreign, majority minority, include exclude,
+always never, same different, true false, able unable, possible impossible, agree disagree, support oppose"""
+ANTONYMS = {}
+for _pair in _PAIRS.replace("\n", " ").split(","):
+    _a, _b = _pair.split(maxsplit=1)
+    ANTONYMS.setdefault(_a, _b)
+    ANTONYMS.setdefault(_b, _a)
+
+_AUXILIARIES = {"is": "is not", "was": "was not", "are": "are not", "were": "were not", "can": "cannot",
+                "could": "could not", "will": "will not", "would": "would not", "should": "should not",
+                "has": "has not", "have": "have not", "had": "had not", "did": "didn't", "does": "doesn't",
+                "do": "don't", "must": "must not", "might": "might not"}
+# A name: capitalised words (inner "of"/"the"/"de"/"and" allowed); a number: digits with , or . inside.
+_NAME = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:(?:of|the|de|and|von|van)\s+)?[A-Z][\w'’-]*)*")
+_NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
+
+
+def _mentions(text: str) -> dict[str, list[str]]:
+    """The names and numbers of a text, by kind, without duplicates, in order."""
+    names = [
+        m.group() for m in _NAME.finditer(text)
+        if m.group().lower() not in STOPWORDS
+        # a single capitalised word opening a sentence is usually just a word ("Historians believe ...")
+        and not (" " not in m.group() and re.search(r"(?:^|[.!?:;]\s+)$", text[: m.start()]))
+    ]
+    return {"name": list(dict.fromkeys(names)), "number": list(dict.fromkeys(_NUMBER.findall(text)))}
+
+
+def _question_negative(example: TrainExample, question: str, kind: str) -> TrainExample | None:
+    if question == example.question:
+        return None
+    return TrainExample(question, example.context, None, kind, example.group)
+
+
+def swapped_negative(
+    example: TrainExample, article: dict[str, list[str]], rng: random.Random
+) -> TrainExample | None:
+    """The question with a name or number of its paragraph replaced by another one of the same kind: one of the
+    paragraph's own when it has another, else one of the `article`'s (its mentions by kind)."""
+    if example.answer is None:
+        return None
+    answer = example.context[example.answer[0] : example.answer[1]]
+    asked = _mentions(example.question)
+    in_paragraph = _mentions(example.context)
+    options = [
+        (kind, m) for kind, found in asked.items() for m in found
+        if m in example.context and m.split()[0] != example.question.split()[0]  # not the question word
+    ]
+    if not options:
+        return None
+    kind, old = rng.choice(options)
+
+    def fits(new: str) -> bool:
+        return new != old and new not in old and old not in new and new not in answer and answer not in new
+
+    candidates = [m for m in in_paragraph[kind] if fits(m)] or [m for m in article.get(kind, []) if fits(m)]
+    if not candidates:
+        return None
+    return _question_negative(example, example.question.replace(old, rng.choice(candidates), 1), "swapped")
+
+
+def antonym_negative(example: TrainExample) -> TrainExample | None:
+    """The question with its first lower-case word that has an opposite in ANTONYMS replaced by that opposite."""
+    if example.answer is None:
+        return None
+    for m in re.finditer(r"\b[a-z]+\b", example.question):
+        opposite = ANTONYMS.get(m.group())
+        if opposite:
+            question = example.question[: m.start()] + opposite + example.question[m.end() :]
+            return _question_negative(example, question, "antonym")
+    return None
+
+
+def negated_negative(example: TrainExample) -> TrainExample | None:
+    """The question with its first auxiliary verb negated; None when it has none or is already negative."""
+    if example.answer is None or re.search(r"\b(?:not|never|no)\b|n't\b", example.question, re.IGNORECASE):
+        return None
+    m = re.search(r"\b(" + "|".join(_AUXILIARIES) + r")\b", example.question)
+    if m is None:
+        return None
+    question = example.question[: m.start()] + _AUXILIARIES[m.group()] + example.question[m.end() :]
+    return _question_negative(example, question, "negated")
+
+
+def article_mentions(examples: Sequence[TrainExample]) -> dict[str, dict[str, list[str]]]:
+    """Per group: the names and numbers of all its paragraphs."""
+    out: dict[str, dict[str, list[str]]] = {}
+    seen: set[str] = set()
+    for ex in examples:
+        if ex.context in seen:
+            continue
+        seen.add(ex.context)
+        group = out.setdefault(ex.group, {"name": [], "number": []})
+        for kind, found in _mentions(ex.context).items():
+            group[kind].extend(found)
+    return {g: {k: list(dict.fromkeys(v)) for k, v in kinds.items()} for g, kinds in out.items()}
+
+
 def neighbour_negatives(examples: Sequence[TrainExample], indices: Iterable[int]) -> dict[int, TrainExample]:
     """For the positive examples at `indices`: the most word-similar other paragraph of the same group, when it
     does not contain the answer."""
@@ -98,18 +216,40 @@ def neighbour_negatives(examples: Sequence[TrainExample], indices: Iterable[int]
     return out
 
 
-def with_negatives(examples: Sequence[TrainExample], ratio: float, seed: int = 0) -> list[TrainExample]:
-    """The examples plus about `ratio` × positives built negatives, half of each kind, in a seeded shuffle."""
+NEGATIVE_KINDS = ("removed", "neighbour", "swapped", "antonym", "negated")
+
+
+def with_negatives(
+    examples: Sequence[TrainExample], ratio: float, seed: int = 0, kinds: Sequence[str] = NEGATIVE_KINDS
+) -> list[TrainExample]:
+    """The examples plus up to `ratio` × positives built negatives, the positives chosen for them shared evenly
+    among `kinds` (a kind that does not apply to a question builds nothing), in a seeded shuffle."""
     if ratio < 0:
         raise ValueError(f"negative ratio must be >= 0, got {ratio}")
+    unknown = set(kinds) - set(NEGATIVE_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"negative kinds must be among {', '.join(NEGATIVE_KINDS)}, got {', '.join(kinds) or 'none'}")
     rng = random.Random(seed)
     positives = [i for i, ex in enumerate(examples) if ex.answer is not None]
     want = round(ratio * len(positives))
     chosen = rng.sample(positives, min(len(positives), want))
-    half = len(chosen) // 2
-    negatives = [n for n in (removed_sentence_negative(examples[i]) for i in chosen[:half]) if n is not None]
-    negatives += list(neighbour_negatives(examples, chosen[half:]).values())
-    logger.info("built %d negatives for %d positives (ratio %.2f)", len(negatives), len(positives), ratio)
+    share = {kind: chosen[k :: len(kinds)] for k, kind in enumerate(kinds)}
+    mentions = article_mentions(examples) if "swapped" in share else {}
+    built = {
+        "removed": lambda i: removed_sentence_negative(examples[i]),
+        "swapped": lambda i: swapped_negative(examples[i], mentions.get(examples[i].group, {}), rng),
+        "antonym": lambda i: antonym_negative(examples[i]),
+        "negated": lambda i: negated_negative(examples[i]),
+    }
+    negatives = []
+    for kind, indices in share.items():
+        if kind == "neighbour":
+            negatives += list(neighbour_negatives(examples, indices).values())
+        else:
+            negatives += [n for n in map(built[kind], indices) if n is not None]
+    counts = {kind: sum(n.kind == kind for n in negatives) for kind in kinds}
+    logger.info("built %d negatives for %d positives (ratio %.2f): %s", len(negatives), len(positives), ratio,
+                ", ".join(f"{k} {v}" for k, v in counts.items()))
     out = list(examples) + negatives
     rng.shuffle(out)
     return out

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from chatqa.features import Features, collate, prepare_features
-from finetune.data import TrainExample, load_examples, with_negatives
+from finetune.data import NEGATIVE_KINDS, TrainExample, load_examples, with_negatives
 from knowledge.device import cpu_supports_bf16
 from knowledge.embedder import packaged_minilm_path
 
@@ -50,6 +50,9 @@ class ReaderTrainingConfig:
     stride: int = field(default=96, metadata={"help": "tokens shared by consecutive windows of a long context"})
     max_question_tokens: int = field(default=64, metadata={"help": "questions are cut to this many tokens"})
     negatives: float = field(default=0.3, metadata={"help": "built no-answer examples per positive example"})
+    negative_kinds: list[str] = field(
+        default_factory=lambda: list(NEGATIVE_KINDS), metadata={"help": "which no-answer examples to build"}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N examples (smoke runs)"})
     eval_samples: int = field(default=600, metadata={"help": "questions of --eval scored at each evaluation"})
     eval_every: int = field(default=500, metadata={"help": "optimizer steps between evaluations"})
@@ -169,7 +172,7 @@ class ReaderTrainer:
             examples = load_examples(cfg.train)
             if cfg.max_train_samples is not None:
                 examples = examples[: cfg.max_train_samples]
-            examples = with_negatives(examples, cfg.negatives, seed=cfg.seed)
+            examples = with_negatives(examples, cfg.negatives, seed=cfg.seed, kinds=cfg.negative_kinds)
         features = build_features(examples, tokenizer, cfg)
         lengths = [len(ids) for ids in features.input_ids]
         logger.info(

@@ -7,7 +7,16 @@ import pytest
 
 import finetune.reader
 from finetune.__main__ import main as finetune_main
-from finetune.data import TrainExample, neighbour_negatives, removed_sentence_negative, with_negatives
+from finetune.data import (
+    TrainExample,
+    antonym_negative,
+    article_mentions,
+    negated_negative,
+    neighbour_negatives,
+    removed_sentence_negative,
+    swapped_negative,
+    with_negatives,
+)
 from finetune.reader import ReaderTrainer, ReaderTrainingConfig, length_bucketed_batches
 
 PARAGRAPHS = [
@@ -148,6 +157,55 @@ def test_neighbour_negative_is_the_most_similar_paragraph_without_the_answer():
     assert negatives[0].context == ostriches and negatives[0].answer is None and negatives[0].kind == "neighbour"
 
 
+TESLA = ("Nikola Tesla moved to Paris in 1882 to work for Continental Edison. In 1884 he sailed to New York, "
+         "where Thomas Edison hired him.")
+
+
+def _tesla(question: str, answer: str) -> TrainExample:
+    return TrainExample(question, TESLA, _span(TESLA, answer), "positive", "Tesla")
+
+
+def test_swapped_negative_replaces_a_name_or_number_of_the_paragraph_with_another_of_its_kind():
+    ex = _tesla("When did Nikola Tesla sail to New York?", "1884")
+    mentions = article_mentions([ex])
+    assert mentions["Tesla"]["number"] == ["1882", "1884"]
+    assert "Thomas Edison" in mentions["Tesla"]["name"] and "Paris" in mentions["Tesla"]["name"]
+    seen = set()
+    for seed in range(20):
+        neg = swapped_negative(ex, mentions["Tesla"], random.Random(seed))
+        assert neg is not None and neg.answer is None and neg.kind == "swapped" and neg.context == TESLA
+        seen.add(neg.question)
+    # one of the question's two names replaced by another name of the paragraph, never by the answer or the
+    # name itself, and the question word kept
+    assert "When did Thomas Edison sail to New York?" in seen and "When did Nikola Tesla sail to Paris?" in seen
+    assert all(q.startswith("When did ") and "1884" not in q for q in seen)
+    assert not any("Nikola Tesla" in q and "New York" in q for q in seen)
+
+
+def test_swapped_negative_needs_a_mention_of_the_paragraph_and_a_replacement():
+    assert swapped_negative(_tesla("When did he sail?", "1884"), {}, random.Random(0)) is None
+    # the paragraph's only other name is the answer itself
+    alone = TrainExample("Where does Anna live?", "Anna lives in Oslo.", _span("Anna lives in Oslo.", "Oslo"), "positive", "g")
+    assert swapped_negative(alone, article_mentions([alone])["g"], random.Random(0)) is None
+
+
+def test_antonym_and_negated_negatives_change_the_question_and_keep_the_paragraph():
+    neg = antonym_negative(_tesla("In what year did Tesla first sail to New York?", "1884"))
+    assert neg is not None and neg.question == "In what year did Tesla last sail to New York?"
+    assert neg.context == TESLA and neg.answer is None and neg.kind == "antonym"
+    assert antonym_negative(_tesla("Where did Tesla sail?", "New York")) is None
+    assert antonym_negative(_tesla("Who hired Tesla in New York?", "Thomas Edison")) is None  # names stay names
+
+    assert negated_negative(_tesla("When did Tesla sail to New York?", "1884")).question == (
+        "When didn't Tesla sail to New York?"
+    )
+    assert negated_negative(_tesla("Who was Tesla's employer in Paris?", "Continental Edison")).question == (
+        "Who was not Tesla's employer in Paris?"
+    )
+    assert negated_negative(_tesla("Who never hired Tesla?", "Thomas Edison")) is None  # already negative
+    assert negated_negative(_tesla("Where to in 1884?", "New York")) is None  # no auxiliary
+
+
 def test_with_negatives_adds_about_the_ratio():
     examples = [
         TrainExample(q, c, (c.index(a), c.index(a) + len(a)), "positive", t)
@@ -159,6 +217,10 @@ def test_with_negatives_adds_about_the_ratio():
     assert mixed == with_negatives(examples, ratio=0.5, seed=1)  # deterministic
     with pytest.raises(ValueError, match="negative ratio must be >= 0"):
         with_negatives(examples, ratio=-1)
+    only = with_negatives(examples, ratio=1.0, seed=1, kinds=["negated"])
+    assert {ex.kind for ex in only if ex.answer is None} == {"negated"}
+    with pytest.raises(ValueError, match="negative kinds must be among"):
+        with_negatives(examples, ratio=0.5, kinds=["invented"])
 
 
 def test_length_bucketed_batches_cover_every_window_once():
