@@ -8,7 +8,8 @@ from pathlib import Path
 DATA_ATTRIBUTION = (
     "SQuAD v1.1 (Rajpurkar et al. 2016, CC BY-SA 4.0) and the English part of TyDi QA GoldP (Clark et al. 2020, "
     "Apache-2.0), as rebuilt in the project's shared data folder; no-answer examples built from the same paragraphs "
-    "(the answer sentence removed, or the most similar other paragraph of the article)."
+    "(see finetune/data.py: the answer sentence removed, the most similar other paragraph of the article, and "
+    "from stage 2 on the question altered by a swapped name or number, an antonym or a negation)."
 )
 
 
@@ -20,7 +21,6 @@ def reader_model_card(folder: str | Path, *, evaluation: dict, hardware: str, no
     folder = Path(folder)
     training = json.loads((folder / "training.json").read_text())
     settings = json.loads((folder / "chatqa_reader.json").read_text())
-    cfg = training["training"]
     rows = []
     for label, report in evaluation.items():
         extra = ""
@@ -29,10 +29,9 @@ def reader_model_card(folder: str | Path, *, evaluation: dict, hardware: str, no
         rows.append(
             f"| {label} | {report['questions']} | {report['exact_match']:.2f} | {report['f1']:.2f} | {extra} |"
         )
-    curve = "\n".join(
-        f"| {point['step']} | {point['windows_seen']:,} | {point['exact_match']:.1f} | {point['f1']:.1f} |"
-        for point in training.get("curve", [])
-    )
+    stages = [training]
+    while stages[0].get("parent"):
+        stages.insert(0, stages[0]["parent"])
     calibration = training.get("calibration") or {}
     return f"""# ChatQA reader
 
@@ -56,22 +55,39 @@ articles of `{calibration.get('file', '?')}` ({calibration.get('questions', '?')
 
 ## Training
 
-- Data: {DATA_ATTRIBUTION} COVID-QA is left out on purpose: it measures how the app learns a new domain from use.
-- Files: {', '.join(Path(t).name for t in cfg['train'])}; negatives per positive {cfg['negatives']}.
+Data: {DATA_ATTRIBUTION} COVID-QA is left out on purpose: it measures how the app learns a new domain from use.
+
+{chr(10).join(_stage(stage, i, hardware) for i, stage in enumerate(stages, 1))}
+{notes}
+"""
+
+
+def _stage(training: dict, number: int, hardware: str) -> str:
+    """One training run of the checkpoint's history: its data, hyper-parameters and learning curve."""
+    cfg = training["training"]
+    start = "the packaged MiniLM" if number == 1 else f"the stage {number - 1} checkpoint"
+    kinds = f" ({', '.join(cfg['negative_kinds'])})" if "negative_kinds" in cfg else ""
+    curve = "\n".join(
+        f"| {point['step']} | {point['windows_seen']:,} | {point['exact_match']:.1f} | {point['f1']:.1f} |"
+        for point in training.get("curve", [])
+    )
+    eval_file = Path(cfg["eval"]).name if cfg["eval"] else None
+    curve_table = f"""
+Learning curve (F1 on the first {cfg['eval_samples']} questions of `{eval_file}`):
+
+| step | windows seen | EM | F1 |
+|---|---|---|---|
+{curve}
+""" if curve else "\nNo evaluation during this stage.\n"
+    return f"""### Stage {number}: from {start}
+
+- Files: {', '.join(Path(t).name for t in cfg['train'])}; built negatives per positive {cfg['negatives']}{kinds}.
 - Hyper-parameters: {cfg['epochs']} epochs over the windows, AdamW lr {cfg['lr']} (linear warm-up {cfg['warmup']},
   linear decay), batch {cfg['batch_size']}, windows of {cfg['max_length']} tokens with stride {cfg['stride']},
   questions cut to {cfg['max_question_tokens']} tokens, word embeddings {'frozen' if cfg['freeze_embeddings'] else 'trained'},
   bf16 autocast {cfg['bf16'] if cfg['bf16'] is not None else 'auto'}, seed {cfg['seed']}.
 - Steps: {training['steps']}; training time {training['train_seconds'] / 60:.0f} min on {hardware}.
-
-Learning curve (F1 on the first {cfg['eval_samples']} questions of `{Path(cfg['eval']).name if cfg['eval'] else '-'}`):
-
-| step | windows seen | EM | F1 |
-|---|---|---|---|
-{curve}
-
-{notes}
-"""
+{curve_table}"""
 
 
 def ship_reader(run_model: str | Path, target: str | Path, *, evaluation: dict, sample: dict, hardware: str,

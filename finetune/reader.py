@@ -309,13 +309,20 @@ class ReaderTrainer:
             "max_question_tokens": self.cfg.max_question_tokens, "no_answer_threshold": threshold,
         }
         info = {"training": asdict(self.cfg), "steps": state["step"], "train_seconds": round(state["train_seconds"]),
-                "curve": state["curve"], "calibration": calibration}
+                "curve": state["curve"], "calibration": calibration, "parent": parent_training(self.cfg.base)}
         save_model(
             model, tokenizer, self.out / "model", fp16=True,
             extra_files={READER_CONFIG: json.dumps(settings, indent=2), "training.json": json.dumps(info, indent=2)},
         )
         logger.info("model written to %s", self.out / "model")
         return self.out / "model"
+
+
+def parent_training(base: str | Path | None) -> dict | None:
+    """The training record (training.json) of the checkpoint a run starts from, its own parent inside; None for the
+    packaged MiniLM or a checkpoint without one."""
+    path = Path(base) / "training.json" if base else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
 def _no_decay(name: str) -> bool:

@@ -239,3 +239,33 @@ def test_cli_help_and_bad_arguments(capsys, tmp_path):
     assert exit_info.value.code == 0 and "--max-train-samples" in capsys.readouterr().out
     code = finetune_main(["reader", "--train", str(tmp_path / "x.json"), "--batch-size", "10", "--grad-accum", "3"])
     assert code == 1 and "batch_size must be a multiple of grad_accum" in capsys.readouterr().err
+
+
+def test_a_continued_run_records_its_parent_and_the_card_shows_every_stage(tmp_path):
+    from dataclasses import asdict
+
+    from finetune.model_card import reader_model_card
+    from finetune.reader import ReaderTrainingConfig, parent_training
+
+    first = {"training": asdict(ReaderTrainingConfig(train=["squad.json"], epochs=0.4, eval="dev.json")), "steps": 10,
+             "train_seconds": 600, "curve": [{"step": 5, "windows_seen": 160, "exact_match": 50.0, "f1": 60.0}],
+             "calibration": {}, "parent": None}
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "training.json").write_text(json.dumps(first))
+    assert parent_training(base) == first
+    assert parent_training(None) is None and parent_training(tmp_path / "no-record") is None
+
+    second = {"training": asdict(ReaderTrainingConfig(train=["squad.json"], base=str(base), lr=5e-5, eval=None)),
+              "steps": 20, "train_seconds": 1200, "curve": [], "parent": parent_training(base),
+              "calibration": {"file": "v2.json", "articles": "even", "questions": 9, "best_f1": 61.0}}
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "training.json").write_text(json.dumps(second))
+    (folder / "chatqa_reader.json").write_text(json.dumps({"no_answer_threshold": -1.5}))
+    report = {"questions": 9, "exact_match": 55.0, "f1": 61.0, "has_ans_f1": 50.0, "no_ans_f1": 70.0}
+    card = reader_model_card(folder, evaluation={"v2.json": report}, hardware="a test")
+    assert card.index("### Stage 1: from the packaged MiniLM") < card.index("### Stage 2: from the stage 1 checkpoint")
+    assert "0.4 epochs" in card and "lr 5e-05" in card and "| 5 | 160 | 50.0 | 60.0 |" in card
+    assert "No evaluation during this stage." in card and "HasAns F1 50.0, NoAns F1 70.0" in card
+    assert "(removed, neighbour, swapped, antonym, negated)" in card
