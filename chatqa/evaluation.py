@@ -179,7 +179,7 @@ def evaluate_reader(
         raise ChatQAError(f"{squad_path}: question ids are not unique; each question needs its own id")
     report: dict = {"squad_version": "2.0" if is_v2 else "1.1"}
     if is_v2:
-        _, top_spans, margins = v2_inputs(examples, results)
+        top_spans, _, margins = v2_inputs(examples, results)
         predictions = {ex.id: r.best.text if r.best is not None else "" for ex, r in zip(examples, results, strict=True)}
         scores = metrics.squad_v2(predictions, references, margins)
         # the best threshold is searched over the raw top spans, not over answers already blanked by `threshold`
@@ -235,12 +235,12 @@ def no_answer_margin(result) -> float:
 
 
 def v2_inputs(examples: Sequence, results: Sequence) -> tuple[dict, dict, dict]:
-    """(references, top span of each question ignoring abstention, no-answer margins), keyed by question id: what
-    SQuAD 2.0 scoring with a threshold search needs."""
+    """(top span of each question ignoring abstention, references, no-answer margins), keyed by question id: the
+    arguments of `metrics.squad_v2` for a threshold search, in its order."""
     references = {ex.id: [a.text for a in ex.answers] for ex in examples}
     top_spans = {ex.id: r.answers[0].text if r.answers else "" for ex, r in zip(examples, results, strict=True)}
     margins = {ex.id: no_answer_margin(r) for ex, r in zip(examples, results, strict=True)}
-    return references, top_spans, margins
+    return top_spans, references, margins
 
 
 def read_examples(reader, examples: Sequence, *, batch_questions: int = 32, show_progress: bool = False) -> list:

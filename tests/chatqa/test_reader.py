@@ -18,6 +18,7 @@ from chatqa.reader import (
     load_reader_settings,
     save_reader_settings,
 )
+from knowledge.errors import ChatQAError
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -353,6 +354,18 @@ def test_evaluate_reader_scores_hand_made_spans(fake_reader, squad_files):
     v2 = evaluate_reader(squad_files[1], reader=reader)
     assert (v2["exact_match"], v2["f1"], v2["has_ans_f1"], v2["no_ans_f1"]) == (100.0, 100.0, 100.0, 100.0)
     assert v2["best_f1"] == 100.0
+
+
+def test_calibrate_threshold_abstains_exactly_on_the_unanswerable(fake_reader, squad_files):
+    from chatqa.evaluation import calibrate_threshold
+
+    # answerable questions: span score 20 against a null score of 6 (margin -14); the penguin paragraph has no span
+    reader = fake_reader("paris london", "paris london", null=6.0)
+    threshold, details = calibrate_threshold(squad_files[1], reader)
+    assert details["best_f1"] == 100.0 and details["questions"] == 4 and details["articles"] == "even"
+    assert -14.0 <= threshold < math.inf
+    with pytest.raises(ChatQAError, match="needs a SQuAD 2.0 file"):
+        calibrate_threshold(squad_files[0], reader)
 
 
 def test_cli_eval_reader(capsys, squad_files, tiny_checkpoint, tmp_path):
