@@ -17,7 +17,7 @@ antonym 20%, mutual exclusion 15%, negation 9%, ...). So the question's own para
 - `antonym`: the question with one word replaced by its opposite ("first" → "last", "largest" → "smallest").
 - `negated`: the question with its auxiliary verb negated ("When did he leave?" → "When didn't he leave?").
 
-These are built by rule, so a few are still answerable; SQuAD 2.0's own train set has such noise too.
+These are built by rule, so a few of them are still answerable.
 """
 
 from __future__ import annotations
@@ -96,11 +96,18 @@ richest poorest, cheapest most expensive, heaviest lightest, deepest shallowest,
 warmest coldest, common rare, allowed forbidden, legal illegal, accepted rejected, open closed, male female,
 ancient modern, upper lower, internal external, domestic foreign, majority minority, include exclude,
 always never, same different, true false, able unable, possible impossible, agree disagree, support oppose"""
-ANTONYMS = {}
-for _pair in _PAIRS.replace("\n", " ").split(","):
-    _a, _b = _pair.split(maxsplit=1)
-    ANTONYMS.setdefault(_a, _b)
-    ANTONYMS.setdefault(_b, _a)
+
+
+def _both_ways(pairs: str) -> dict[str, str]:
+    """{"first": "last", "last": "first", ...}; a word in several pairs keeps its first opposite."""
+    out: dict[str, str] = {}
+    for a, b in (pair.split(maxsplit=1) for pair in pairs.replace("\n", " ").split(",")):
+        out.setdefault(a, b)
+        out.setdefault(b, a)
+    return out
+
+
+ANTONYMS = _both_ways(_PAIRS)
 
 _AUXILIARIES = {"is": "is not", "was": "was not", "are": "are not", "were": "were not", "can": "cannot",
                 "could": "could not", "will": "will not", "would": "would not", "should": "should not",
