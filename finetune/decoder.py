@@ -22,10 +22,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from chatqa.decoder import DECODER_FOLDER, GenerativeDecoder, evidence_sentence
+from chatqa.decoder import GenerativeDecoder, decoder_registry, evidence_sentence
 from chatqa.export import FeedbackExample, chat_records, feedback_examples
 from chatqa.log import ConversationLog
-from chatqa.registry import ModelRegistry
 from finetune.from_logs import split_examples
 from knowledge.base import default_data_dir
 from knowledge.errors import ChatQAError
@@ -53,11 +52,6 @@ class DecoderRetrainReport:
     reason: str
     metrics: dict
     seconds: float
-
-
-def decoder_registry(data_dir: str | Path) -> ModelRegistry:
-    """The decoder's versions; "shipped" is the SmolLM2 converted into the data directory."""
-    return ModelRegistry(data_dir, role="decoder", shipped=Path(data_dir) / "models" / DECODER_FOLDER)
 
 
 def tokenize_record(tokenizer, messages: list[dict], max_tokens: int) -> tuple[list[int], list[int]]:
@@ -181,9 +175,9 @@ def retrain_decoder(cfg: DecoderRetrainConfig) -> DecoderRetrainReport:
     shutil.rmtree(run.parent, ignore_errors=True)
     model.save_pretrained(run, safe_serialization=True)
     tokenizer.save_pretrained(run)
-    for name in ("generation_config.json",):
-        if (parent_dir / name).exists() and not (run / name).exists():
-            shutil.copy(parent_dir / name, run / name)
+    generation = parent_dir / "generation_config.json"
+    if generation.exists() and not (run / generation.name).exists():
+        shutil.copy(generation, run / generation.name)
 
     parent_keep = span_keeping_rate(parent_dir, held, cfg.max_eval_drafts)
     new_keep = span_keeping_rate(run, held, cfg.max_eval_drafts)

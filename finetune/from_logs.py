@@ -38,6 +38,7 @@ from finetune.data import TrainExample, load_examples, with_negatives
 from finetune.reader import ReaderTrainer, ReaderTrainingConfig
 from knowledge.base import default_data_dir
 from knowledge.errors import ChatQAError
+from knowledge.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +135,8 @@ def score_examples(reader: ExtractiveReader, examples: list[FeedbackExample], th
 
 
 def evaluate_version(checkpoint: Path, held: list[FeedbackExample], cfg: LogRetrainConfig,
-                     cache: Path | None = None, version: str | None = None) -> dict:
-    """Held-out and SQuAD scores of one reader. A version's SQuAD score never changes, so it is kept in ``cache``
-    (a JSON file beside the registry) and computed once per version, file and sample size."""
+                     squad: dict | None = None) -> dict:
+    """Held-out and SQuAD scores of one reader; ``squad``: its SQuAD score when already known (it never changes)."""
     from chatqa.evaluation import evaluate_reader
 
     reader = ExtractiveReader(checkpoint)
@@ -144,16 +144,17 @@ def evaluate_version(checkpoint: Path, held: list[FeedbackExample], cfg: LogRetr
     threshold = settings.chat_threshold if settings.chat_threshold is not None else settings.no_answer_threshold
     out = {"heldout": score_examples(reader, held, threshold)}
     if cfg.squad_dev:
-        key = f"{version}|{Path(cfg.squad_dev).name}|{cfg.squad_dev_samples or 'all'}"
-        known = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
-        if version is None or key not in known:
+        if squad is None:
             report = evaluate_reader(cfg.squad_dev, reader=reader, sample=cfg.squad_dev_samples)
-            known[key] = {"file": Path(cfg.squad_dev).name, "questions": report["questions"],
-                          "exact_match": report["exact_match"], "f1": report["f1"]}
-        out["squad"] = known[key]
-        if cache is not None and version is not None:
-            cache.write_text(json.dumps(known, indent=2))
+            squad = {"file": Path(cfg.squad_dev).name, "questions": report["questions"],
+                     "exact_match": report["exact_match"], "f1": report["f1"]}
+        out["squad"] = squad
     return out
+
+
+def _squad_key(version: str, cfg: LogRetrainConfig) -> str:
+    """A version's entry in squad_scores.json (beside the registry): one per version, file and sample size."""
+    return f"{version}|{Path(cfg.squad_dev).name}|{cfg.squad_dev_samples or 'all'}"
 
 
 def decide(active: dict, new: dict, max_squad_drop: float) -> tuple[bool, str]:
@@ -211,7 +212,9 @@ def retrain_reader(cfg: LogRetrainConfig, train_overrides: dict | None = None, *
     save_reader_settings(model_dir, parent_settings)
 
     cache = registry.folder / "squad_scores.json"
-    active_metrics = evaluate_version(parent_dir, held, cfg, cache, parent.id)
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    active_squad = known.get(_squad_key(parent.id, cfg)) if cfg.squad_dev else None
+    active_metrics = evaluate_version(parent_dir, held, cfg, active_squad)
     new_metrics = evaluate_version(model_dir, held, cfg)
     promoted, reason = decide(active_metrics, new_metrics, cfg.max_squad_drop)
     logger.info("%s: %s", "promoted" if promoted else "not promoted", reason)
@@ -222,10 +225,10 @@ def retrain_reader(cfg: LogRetrainConfig, train_overrides: dict | None = None, *
         model_dir, parent=parent.id, promoted=promoted, reason=reason, metrics=report_metrics,
         training={"config": asdict(train_cfg), "retrain": asdict(cfg), "seconds": seconds},
     )
-    if "squad" in new_metrics:
-        known = json.loads(cache.read_text()) if cache.exists() else {}
-        known[f"{version.id}|{Path(cfg.squad_dev).name}|{cfg.squad_dev_samples or 'all'}"] = new_metrics["squad"]
-        cache.write_text(json.dumps(known, indent=2))
+    if cfg.squad_dev:
+        known[_squad_key(parent.id, cfg)] = active_metrics["squad"]
+        known[_squad_key(version.id, cfg)] = new_metrics["squad"]
+        atomic_write(cache, json.dumps(known, indent=2))
     shutil.rmtree(run_dir, ignore_errors=True)
     (registry.folder / "last_retrain.json").write_text(json.dumps(
         {"version": version.id, "promoted": promoted, "reason": reason, "seconds": seconds}, indent=2))

@@ -142,7 +142,6 @@ class ReaderTrainer:
             handler.close()
             _reset_accelerate()
 
-
     def _run(self) -> Path:
         import torch
         from accelerate import Accelerator
