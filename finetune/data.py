@@ -16,6 +16,11 @@ antonym 20%, mutual exclusion 15%, negation 9%, ...). So the question's own para
   move to Paris?".
 - `antonym`: the question with one word replaced by its opposite ("first" → "last", "largest" → "smallest").
 - `negated`: the question with its auxiliary verb negated ("When did he leave?" → "When didn't he leave?").
+- `replaced`: the question with one of its nouns that its paragraph shares replaced by a noun of the same article
+  that the paragraph never uses: "How many people live in the city?" → "How many soldiers live in the city?"
+  (SQuAD 2.0's swaps of common nouns and its questions about things the paragraph does not mention). A noun here
+  is a lower-case word found between "the", "a", "its", ... and "of", "in", "was", "," ... somewhere in the
+  article; both words end alike (-s or not) so the question keeps its grammar.
 
 These are built by rule, so a few of them are still answerable.
 """
@@ -42,7 +47,7 @@ class TrainExample:
     question: str
     context: str
     answer: tuple[int, int] | None  # character span in context; None = no answer
-    kind: str = "positive"  # "positive", "removed", "neighbour"
+    kind: str = "positive"  # "positive" or one of NEGATIVE_KINDS
     group: str = ""  # article title (or conversation id): examples of one group stay on one side of a split
 
 
@@ -185,6 +190,43 @@ def negated_negative(example: TrainExample) -> TrainExample | None:
     return _question_negative(example, question, "negated")
 
 
+# A noun, roughly: a lower-case word between a determiner and a preposition, conjunction, verb "to be" or punctuation.
+_NOUN = re.compile(
+    r"\b(?i:the|a|an|its|his|her|their|this|these|those|many|several|some|each)\s+([a-z]{4,})"
+    r"(?=[,.;:)]|\s+(?:of|in|on|at|to|for|and|or|with|by|from|that|which|was|were|is|are)\b)"
+)
+
+
+def replaced_negative(example: TrainExample, nouns: Sequence[str], rng: random.Random) -> TrainExample | None:
+    """The question with one of the article's `nouns` that it and its paragraph use (and the answer does not)
+    replaced by another that the paragraph does not use, ending alike (-s or not)."""
+    if example.answer is None:
+        return None
+    known = set(nouns)
+    paragraph = set(re.findall(r"\b[a-z]+\b", example.context))
+    answer = example.context[example.answer[0] : example.answer[1]].lower()
+    options = [m for m in re.finditer(r"\b[a-z]+\b", example.question)
+               if m.group() in known and m.group() in paragraph and m.group() not in answer]
+    if not options:
+        return None
+    old = rng.choice(options)
+    plural = old.group().endswith("s")
+    candidates = [n for n in nouns if n not in paragraph and n.endswith("s") == plural]
+    if not candidates:
+        return None
+    question = example.question[: old.start()] + rng.choice(candidates) + example.question[old.end() :]
+    return _question_negative(example, question, "replaced")
+
+
+def article_nouns(examples: Sequence[TrainExample]) -> dict[str, list[str]]:
+    """Per group: the nouns (see _NOUN) of its paragraphs, without stop words or duplicates, in order."""
+    out: dict[str, dict[str, None]] = {}
+    for ex in examples:
+        found = (n for n in _NOUN.findall(ex.context) if n not in STOPWORDS)
+        out.setdefault(ex.group, {}).update(dict.fromkeys(found))
+    return {g: list(nouns) for g, nouns in out.items()}
+
+
 def article_mentions(examples: Sequence[TrainExample]) -> dict[str, dict[str, list[str]]]:
     """Per group: the names and numbers of all its paragraphs."""
     out: dict[str, dict[str, list[str]]] = {}
@@ -223,7 +265,7 @@ def neighbour_negatives(examples: Sequence[TrainExample], indices: Iterable[int]
     return out
 
 
-NEGATIVE_KINDS = ("removed", "neighbour", "swapped", "antonym", "negated")
+NEGATIVE_KINDS = ("removed", "neighbour", "swapped", "antonym", "negated", "replaced")
 
 
 def with_negatives(
@@ -242,11 +284,13 @@ def with_negatives(
     chosen = rng.sample(positives, min(len(positives), want))
     share = {kind: chosen[k :: len(kinds)] for k, kind in enumerate(kinds)}
     mentions = article_mentions(examples) if "swapped" in share else {}
+    nouns = article_nouns(examples) if "replaced" in share else {}
     built = {
         "removed": lambda i: removed_sentence_negative(examples[i]),
         "swapped": lambda i: swapped_negative(examples[i], mentions.get(examples[i].group, {}), rng),
         "antonym": lambda i: antonym_negative(examples[i]),
         "negated": lambda i: negated_negative(examples[i]),
+        "replaced": lambda i: replaced_negative(examples[i], nouns.get(examples[i].group, []), rng),
     }
     negatives = []
     for kind, indices in share.items():

@@ -8,8 +8,8 @@ from pathlib import Path
 DATA_ATTRIBUTION = (
     "SQuAD v1.1 (Rajpurkar et al. 2016, CC BY-SA 4.0) and the English part of TyDi QA GoldP (Clark et al. 2020, "
     "Apache-2.0), as rebuilt in the project's shared data folder; no-answer examples built from the same paragraphs "
-    "(see finetune/data.py: the answer sentence removed, the most similar other paragraph of the article, and "
-    "from stage 2 on the question altered by a swapped name or number, an antonym or a negation)."
+    "(finetune/data.py: the answer sentence removed, the most similar other paragraph of the article, or the "
+    "question altered the way SQuAD 2.0's unanswerable questions are written; each stage below lists its kinds)."
 )
 
 

@@ -11,9 +11,11 @@ from finetune.data import (
     TrainExample,
     antonym_negative,
     article_mentions,
+    article_nouns,
     negated_negative,
     neighbour_negatives,
     removed_sentence_negative,
+    replaced_negative,
     swapped_negative,
     with_negatives,
 )
@@ -206,6 +208,28 @@ def test_antonym_and_negated_negatives_change_the_question_and_keep_the_paragrap
     assert negated_negative(_tesla("Where to in 1884?", "New York")) is None  # no auxiliary
 
 
+def test_replaced_negative_swaps_a_noun_the_paragraph_uses_for_one_it_does_not():
+    office = "The company moved its office to Paris. The office of the company was small."
+    ship = "The ship of the navy was fast. The crew of the ship sailed to Oslo."
+    ex = TrainExample("Where was the office of the company?", office, _span(office, "Paris"), "positive", "g")
+    other = TrainExample("Where did the ship sail?", ship, _span(ship, "Oslo"), "positive", "g")
+    nouns = article_nouns([ex, other])
+    assert nouns["g"] == ["office", "company", "ship", "navy", "crew"]  # between a determiner and "of", "to", "."...
+    seen = set()
+    for seed in range(20):
+        neg = replaced_negative(ex, nouns["g"], random.Random(seed))
+        assert neg is not None and neg.answer is None and neg.kind == "replaced" and neg.context == office
+        seen.add(neg.question)
+    # one of the question's nouns that the paragraph uses, replaced by one it does not use
+    allowed = {q for new in ("ship", "navy", "crew")
+               for q in (f"Where was the {new} of the company?", f"Where was the office of the {new}?")}
+    assert seen <= allowed and len(seen) > 2
+    assert replaced_negative(ex, ["office", "company"], random.Random(0)) is None  # nothing to put in
+    assert replaced_negative(_tesla("When did Tesla sail?", "1884"), nouns["g"], random.Random(0)) is None
+    built = [n for n in with_negatives([ex, other], ratio=1.0, kinds=["replaced"]) if n.answer is None]
+    assert [n.kind for n in built] == ["replaced", "replaced"]  # with_negatives finds the article's nouns
+
+
 def test_with_negatives_adds_about_the_ratio():
     examples = [
         TrainExample(q, c, (c.index(a), c.index(a) + len(a)), "positive", t)
@@ -268,4 +292,4 @@ def test_a_continued_run_records_its_parent_and_the_card_shows_every_stage(tmp_p
     assert card.index("### Stage 1: from the packaged MiniLM") < card.index("### Stage 2: from the stage 1 checkpoint")
     assert "0.4 epochs" in card and "lr 5e-05" in card and "| 5 | 160 | 50.0 | 60.0 |" in card
     assert "No evaluation during this stage." in card and "HasAns F1 50.0, NoAns F1 70.0" in card
-    assert "(removed, neighbour, swapped, antonym, negated)" in card
+    assert "(removed, neighbour, swapped, antonym, negated, replaced)" in card
