@@ -7,7 +7,9 @@ and elliptical follow-ups ("And the second one?", "Why?") borrow the previous qu
 - "it"/"its": the thing a what/which question just asked for ("What space station…?" "Skylab" → "Where was it
   assembled?" is about Skylab), else the conversation's topic (the latest named subject of its questions);
 - "he"/"his"/"him": the answer to a who-question, else the topic; "they"/"them" also a named answer to a
-  what/which question; a repeated possessive ("his father" after "Who was Genghis Khan's father?") keeps its owner;
+  what/which question; after a what/which question that asked for several things, "they" is its short answer
+  ("Which two rivers…?" "the Rhine and the Main") or, for a long one, the things asked for ("Which file types can
+  ChatQA read?" → "What happens when they are password-protected?" is about "the file types"); a repeated possessive ("his father" after "Who was Genghis Khan's father?") keeps its owner;
 - "this"/"that": a named answer just given, else the topic ("that" as a determiner or conjunction stays).
 """
 
@@ -100,6 +102,21 @@ def asks_for_a_thing(question: str) -> bool:
     return bool(before) and before[-1] in PREPOSITIONS and bool(after) and after[0].isalpha() and after[0].islower()
 
 
+def asks_for_several(question: str) -> str | None:
+    """The plural noun phrase a what/which question asks for ("file types" in "Which file types can ChatQA read?",
+    "two rivers" in "What two rivers meet there?"), or None when it asks for something else."""
+    words = question.strip().lower().split()
+    if len(words) < 3 or words[0] not in ("what", "which"):
+        return None
+    for i, word in enumerate(words[1:4], start=1):
+        if word in AUXILIARIES or word == "of" or not word.isalnum():
+            return None
+        if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+            singular_verb = i + 1 < len(words) and words[i + 1] in ("is", "was", "has", "does")  # "What series is…"
+            return None if singular_verb else " ".join(words[1 : i + 1])
+    return None
+
+
 def _is_thing(answer: str) -> bool:
     """A short answer that names a thing (not a number, date or clause) and can stand where "it" stood."""
     words = answer.split()
@@ -167,6 +184,9 @@ class DialogManager:
         group = previous.answer if previous.answer and (
             asked_who or (_is_name(previous.answer) and asked.startswith(("which", "what")))
         ) else None
+        several = asks_for_several(previous.question)
+        if several and previous.answer and not group:
+            group = previous.answer if len(previous.answer.split()) <= 6 else f"the {several}"
         thing = previous.answer if _is_thing(previous.answer) and asks_for_a_thing(previous.question) else None
         out, replaced = [], False
         for i, word in enumerate(words):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatqa.dialog import DialogManager, Exchange, subject_of
+from chatqa.dialog import DialogManager, Exchange, asks_for_several, subject_of
 
 EIFFEL = [Exchange("When was the Eiffel Tower built?", "1887 to 1889")]
 DESIGNER = [Exchange("Who designed the Eiffel Tower?", "Gustave Eiffel")]
@@ -32,6 +32,13 @@ def test_subject_of(question, subject):
         (DESIGNER, "What was his nationality?", "What was Gustave Eiffel's nationality?"),
         (SUPER_BOWL, "Who coached them?", "Who coached Denver Broncos?"),  # the answer is a name
         (SUPER_BOWL, "Where was it played?", "Where was Super Bowl 50 played?"),
+        # after a question that asked for several things, "they" is its short answer or the things asked for
+        ([Exchange("What two rivers meet at Koblenz?", "the Rhine and the Moselle")], "Where do they rise?",
+         "Where do the Rhine and the Moselle rise?"),
+        ([Exchange("Which file types can ChatQA read?", "PDF, Word (DOCX), HTML, Markdown and plain-text files")],
+         "What happens when they are password-protected?", "What happens when the file types are password-protected?"),
+        ([Exchange("What is the Eiffel Tower made of?", "wrought iron")], "Who built them?",
+         "Who built the Eiffel Tower?"),  # asked for one thing: "them" stays the topic
         (EIFFEL, "And the Statue of Liberty?", "And the Statue of Liberty? (When was the Eiffel Tower built?)"),
         (EIFFEL, "What about the Statue of Liberty?", "When was the Statue of Liberty built?"),
         ([Exchange("When did General Hospital begin airing?", "1963")], "What about Good Morning America?",
@@ -64,6 +71,21 @@ def test_subject_of(question, subject):
 )
 def test_follow_ups_become_standalone(history, follow_up, standalone):
     assert DialogManager().condense(follow_up, history) == standalone
+
+
+@pytest.mark.parametrize(
+    "question, several",
+    [
+        ("Which file types can ChatQA read?", "file types"),
+        ("What two rivers meet at Koblenz?", "two rivers"),
+        ("What series is the longest running program in ABC history?", None),  # a singular verb
+        ("Which of his sculptures was not donated by him?", None),  # one of several
+        ("What is the Eiffel Tower made of?", None),
+        ("Who designed the Eiffel Tower?", None),
+    ],
+)
+def test_asks_for_several(question, several):
+    assert asks_for_several(question) == several
 
 
 def test_questions_that_need_no_history_are_unchanged():
