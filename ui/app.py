@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -355,24 +356,24 @@ class ChatQAApp:
                 gr.DownloadButton(value=str(chat), visible=True, interactive=bool(n_chat)))
 
     # -- models ----------------------------------------------------------------------------------------------------
-    def reader_versions(self):
-        """The Models tab's version table and the switch-to dropdown."""
-        registry = self.engine.registry
+    def versions(self, role: str):
+        """The Models tab's version table of one role ("reader" or "decoder") and its switch-to dropdown."""
+        registry = self._registry(role)
         if registry is None:
             return [], gr.Dropdown(choices=[], value=None)
         active = registry.active().id
         rows = []
         for v in registry.versions():
             new = v.metrics.get("new", {})
-            held, squad = new.get("heldout", {}), new.get("squad", {})
             rows.append([
                 v.id + (" (active)" if v.id == active else ""), v.created[:16].replace("T", " "), v.parent or "",
-                "yes" if v.promoted else "", _fmt(held.get("f1")), _fmt(squad.get("f1")), v.reason,
+                "yes" if v.promoted else "", *(_fmt(_dig(new, path), fmt) for _, path, fmt in VERSION_METRICS[role]),
+                v.reason,
             ])
         return rows, gr.Dropdown(choices=[v.id for v in registry.versions()], value=active)
 
-    def activate_version(self, version: str | None):
-        registry = self.engine.registry
+    def activate_version(self, role: str, version: str | None):
+        registry = self._registry(role)
         if registry is None or not version:
             gr.Warning("Choose a version.")
             return gr.skip(), gr.skip(), gr.skip()
@@ -381,8 +382,11 @@ class ChatQAApp:
         except ChatQAError as e:
             gr.Warning(str(e))
             return gr.skip(), gr.skip(), gr.skip()
-        gr.Info(f"Reader {version} is now active; the next answer uses it.")
-        return *self.reader_versions(), self.models_markdown()
+        gr.Info(f"{role.capitalize()} {version} is now active; the next answer uses it.")
+        return *self.versions(role), self.models_markdown()
+
+    def _registry(self, role: str):
+        return {"reader": self.engine.registry, "decoder": self.engine.decoder_registry}[role]
 
     def models_markdown(self) -> str:
         lines = []
@@ -398,8 +402,21 @@ class ChatQAApp:
         return "\n".join(lines)
 
 
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.1f}"
+# The Models tab's two metric columns per role: (header, where in a version's "new" metrics, format).
+VERSION_METRICS = {
+    "reader": [("held-out F1", ("heldout", "f1"), "{:.1f}"), ("SQuAD F1", ("squad", "f1"), "{:.1f}")],
+    "decoder": [("held-out reply loss", ("heldout_loss",), "{:.3f}"), ("span kept", ("span_kept",), "{:.0%}")],
+}
+
+
+def _dig(metrics: dict, path: tuple[str, ...]):
+    for key in path:
+        metrics = metrics.get(key) if isinstance(metrics, dict) else None
+    return metrics
+
+
+def _fmt(value, fmt: str = "{:.1f}") -> str:
+    return "" if value is None else fmt.format(value)
 
 
 def _esc(value: object) -> str:
@@ -407,6 +424,19 @@ def _esc(value: object) -> str:
 
 
 # -- layout ------------------------------------------------------------------------------------------------------
+def _version_table(role: str, how: str):
+    """The Models tab's section for one role's versions: the table, the version dropdown and "Make active"."""
+    gr.Markdown(f"#### {role.capitalize()} versions\n{how}")
+    table = gr.Dataframe(
+        headers=["version", "created (UTC)", "from", "promoted", *(h for h, _, _ in VERSION_METRICS[role]), "decision"],
+        interactive=False, elem_id=f"chatqa-{role}-versions",
+    )
+    with gr.Row():
+        choice = gr.Dropdown(label="Version", scale=3, elem_id=f"chatqa-{role}-version-choice")
+        activate = gr.Button("Make active", elem_id=f"chatqa-{role}-activate")
+    return table, choice, activate
+
+
 def build(app: ChatQAApp) -> gr.Blocks:
     settings = app.engine.settings
     with gr.Blocks(title="ChatQA") as demo:
@@ -482,15 +512,14 @@ def build(app: ChatQAApp) -> gr.Blocks:
 
         with gr.Tab("Models", id="models") as models_tab:
             models = gr.Markdown(elem_id="chatqa-models")
-            gr.Markdown("#### Reader versions\nRetrained with `python -m finetune reader --from-logs`; a version "
-                        "becomes active only when it beats the active one on held-out feedback.")
-            versions = gr.Dataframe(
-                headers=["version", "created (UTC)", "from", "promoted", "held-out F1", "SQuAD F1", "decision"],
-                interactive=False, elem_id="chatqa-versions",
-            )
-            with gr.Row():
-                version_choice = gr.Dropdown(label="Version", scale=3, elem_id="chatqa-version-choice")
-                activate = gr.Button("Make active", elem_id="chatqa-activate")
+            version_tables = {
+                role: _version_table(role, how) for role, how in (
+                    ("reader", "Retrained with `python -m finetune reader --from-logs`; a version becomes active only "
+                               "when it beats the active one on held-out feedback."),
+                    ("decoder", "Retrained with `python -m finetune decoder --from-logs`; a version becomes active "
+                                "only when its held-out reply loss is lower and it keeps the span at least as often."),
+                )
+            }
             refresh_models = gr.Button("Refresh")
 
         # -- events ----------------------------------------------------------------------------------------------
@@ -516,10 +545,11 @@ def build(app: ChatQAApp) -> gr.Blocks:
         reindex.click(app.reindex, None, [kb_message, *doc_outputs], concurrency_id=ENGINE, concurrency_limit=1)
         prepare.click(app.prepare_export, [since], [counts, squad_file, chat_file])
         refresh_models.click(app.models_markdown, None, [models])
-        refresh_models.click(app.reader_versions, None, [versions, version_choice])
         models_tab.select(app.models_markdown, None, [models])
-        models_tab.select(app.reader_versions, None, [versions, version_choice])
-        activate.click(app.activate_version, [version_choice], [versions, version_choice, models])
+        for role, (table, choice, activate) in version_tables.items():
+            refresh_models.click(partial(app.versions, role), None, [table, choice])
+            models_tab.select(partial(app.versions, role), None, [table, choice])
+            activate.click(partial(app.activate_version, role), [choice], [table, choice, models])
 
         demo.load(app.documents, None, doc_outputs)
         knowledge_tab.select(app.documents, None, doc_outputs)

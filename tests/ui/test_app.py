@@ -170,14 +170,33 @@ def test_a_gradio_update_is_what_the_tests_think_it_is():
 def test_models_tab_lists_versions_and_switches_back(app, tmp_path):
     from chatqa.registry import SHIPPED, ModelRegistry
 
-    assert app.reader_versions()[0] == []  # a fixed checkpoint: no registry
+    assert app.versions("reader")[0] == []  # a fixed checkpoint: no registry
     app.engine.registry = ModelRegistry(tmp_path / "data")
     (tmp_path / "m").mkdir()
     app.engine.registry.add(tmp_path / "m", parent=SHIPPED, promoted=True, reason="held-out F1 50.00 → 60.00",
                             metrics={"new": {"heldout": {"f1": 60.0}, "squad": {"f1": 75.5}}})
-    rows, choice = app.reader_versions()
+    rows, choice = app.versions("reader")
     assert [r[0] for r in rows] == [SHIPPED, "r1 (active)"] and rows[1][4:6] == ["60.0", "75.5"]
-    rows, choice, _ = app.activate_version(SHIPPED)
+    rows, choice, _ = app.activate_version("reader", SHIPPED)
     assert rows[0][0] == f"{SHIPPED} (active)" and app.engine.registry.active().id == SHIPPED
     with pytest.warns(UserWarning, match="no model version"):
-        app.activate_version("r7")
+        app.activate_version("reader", "r7")
+
+
+def test_models_tab_lists_decoder_versions_with_their_own_metrics(app, tmp_path):
+    from chatqa.decoder import decoder_registry
+    from chatqa.registry import SHIPPED
+
+    assert app.versions("decoder")[0] == []  # the engine was opened without a decoder
+    app.engine.decoder_registry = decoder_registry(tmp_path / "data")
+    (tmp_path / "d").mkdir()
+    app.engine.decoder_registry.add(
+        tmp_path / "d", parent=SHIPPED, promoted=False, reason="held-out loss 1.200 → 1.300: not lower",
+        metrics={"new": {"heldout_loss": 1.3, "span_kept": 0.75}},
+    )
+    rows, choice = app.versions("decoder")
+    assert [r[0] for r in rows] == [f"{SHIPPED} (active)", "r1"] and rows[1][4:6] == ["1.300", "75%"]
+    assert rows[0][4:6] == ["", ""]  # the shipped decoder has no metrics
+    rows, choice, _ = app.activate_version("decoder", "r1")
+    assert rows[1][0] == "r1 (active)" and app.engine.decoder_registry.active().id == "r1"
+    assert app.engine.registry is None  # the reader's versions were not touched

@@ -4,7 +4,8 @@ in Debian's Chromium (installed by `make test`; the test skips where no Chromium
 One scripted session, step by step, with a screenshot after each step in docs/screenshots/ (or
 $CHATQA_SCREENSHOT_DIR): ask about the bundled guide and watch the answer stream in with its highlighted source, ask a
 follow-up, upload a document (with a corrupt one beside it) and ask about it, give 👎 and select the right span,
-download the SQuAD export and find that span in it. A second browser session keeps its own conversation.
+download the SQuAD export and find that span in it. A second browser session keeps its own conversation. The Models
+tab lists the reader's and the decoder's versions.
 """
 
 from __future__ import annotations
@@ -152,4 +153,10 @@ def test_the_whole_session_in_a_browser(app_url, browser, tmp_path):
     assert bot_messages(other).count() == 1
     assert bot_messages(page).count() == 4
     other.close()
+
+    # 8. The Models tab lists the reader's and the decoder's versions; the shipped ones are active.
+    page.get_by_role("tab", name="Models").click()
+    for role in ("reader", "decoder"):
+        page.locator(f"#chatqa-{role}-versions").get_by_text("shipped (active)").filter(visible=True).first.wait_for(timeout=10_000)
+    _shot(page, "6-models")
     page.close()
