@@ -269,20 +269,12 @@ NEGATIVE_KINDS = ("removed", "neighbour", "swapped", "antonym", "negated", "repl
 
 
 def with_negatives(
-    examples: Sequence[TrainExample],
-    ratio: float,
-    seed: int = 0,
-    kinds: Sequence[str] = NEGATIVE_KINDS,
-    *,
-    fallback: bool = False,
+    examples: Sequence[TrainExample], ratio: float, seed: int = 0, kinds: Sequence[str] = NEGATIVE_KINDS
 ) -> list[TrainExample]:
     """The examples plus up to `ratio` × positives built negatives, the positives chosen for them shared evenly
-    among `kinds`, in a seeded shuffle. A kind that does not apply to a question builds nothing, unless `fallback`:
-    then the other kinds are tried in turn (the next one in `kinds` first), so nearly every chosen positive gets
-    a negative."""
+    among `kinds` (a kind that does not apply to a question builds nothing), in a seeded shuffle."""
     if ratio < 0:
         raise ValueError(f"negative ratio must be >= 0, got {ratio}")
-    kinds = list(kinds)
     unknown = set(kinds) - set(NEGATIVE_KINDS)
     if unknown or not kinds:
         raise ValueError(f"negative kinds must be among {', '.join(NEGATIVE_KINDS)}, got {', '.join(kinds) or 'none'}")
@@ -290,30 +282,25 @@ def with_negatives(
     positives = [i for i, ex in enumerate(examples) if ex.answer is not None]
     want = round(ratio * len(positives))
     chosen = rng.sample(positives, min(len(positives), want))
-    mentions = article_mentions(examples) if "swapped" in kinds else {}
-    nouns = article_nouns(examples) if "replaced" in kinds else {}
-    neighbours = (
-        neighbour_negatives(examples, chosen if fallback else chosen[kinds.index("neighbour") :: len(kinds)])
-        if "neighbour" in kinds else {}
-    )
+    share = {kind: chosen[k :: len(kinds)] for k, kind in enumerate(kinds)}
+    mentions = article_mentions(examples) if "swapped" in share else {}
+    nouns = article_nouns(examples) if "replaced" in share else {}
     built = {
         "removed": lambda i: removed_sentence_negative(examples[i]),
-        "neighbour": neighbours.get,
         "swapped": lambda i: swapped_negative(examples[i], mentions.get(examples[i].group, {}), rng),
         "antonym": lambda i: antonym_negative(examples[i]),
         "negated": lambda i: negated_negative(examples[i]),
         "replaced": lambda i: replaced_negative(examples[i], nouns.get(examples[i].group, []), rng),
     }
     negatives = []
-    for k in range(len(kinds)):
-        tries = kinds[k:] + kinds[:k] if fallback else kinds[k : k + 1]
-        for i in chosen[k :: len(kinds)]:
-            negative = next((n for n in (built[kind](i) for kind in tries) if n is not None), None)
-            if negative is not None:
-                negatives.append(negative)
+    for kind, indices in share.items():
+        if kind == "neighbour":
+            negatives += list(neighbour_negatives(examples, indices).values())
+        else:
+            negatives += [n for n in map(built[kind], indices) if n is not None]
     counts = {kind: sum(n.kind == kind for n in negatives) for kind in kinds}
-    logger.info("built %d negatives for %d positives (ratio %.2f%s): %s", len(negatives), len(positives), ratio,
-                ", with fallback" if fallback else "", ", ".join(f"{k} {v}" for k, v in counts.items()))
+    logger.info("built %d negatives for %d positives (ratio %.2f): %s", len(negatives), len(positives), ratio,
+                ", ".join(f"{k} {v}" for k, v in counts.items()))
     out = list(examples) + negatives
     rng.shuffle(out)
     return out

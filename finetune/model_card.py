@@ -67,8 +67,6 @@ def _stage(training: dict, number: int, hardware: str) -> str:
     cfg = training["training"]
     start = "the packaged MiniLM" if number == 1 else f"the stage {number - 1} checkpoint"
     kinds = f" ({', '.join(cfg['negative_kinds'])})" if "negative_kinds" in cfg else ""
-    if cfg.get("negative_fallback"):
-        kinds += ", a positive whose kind does not apply taking the next kind that does"
     curve = "\n".join(
         f"| {point['step']} | {point['windows_seen']:,} | {point['exact_match']:.1f} | {point['f1']:.1f} |"
         for point in training.get("curve", [])

@@ -53,10 +53,6 @@ class ReaderTrainingConfig:
     negative_kinds: list[str] = field(
         default_factory=lambda: list(NEGATIVE_KINDS), metadata={"help": "which no-answer examples to build"}
     )
-    negative_fallback: bool = field(
-        default=False,
-        metadata={"help": "when a positive's kind of negative does not apply to it, build the next kind that does"},
-    )
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N examples (smoke runs)"})
     eval_samples: int = field(default=600, metadata={"help": "questions of --eval scored at each evaluation"})
     eval_every: int = field(default=500, metadata={"help": "optimizer steps between evaluations"})
@@ -175,9 +171,7 @@ class ReaderTrainer:
             examples = load_examples(cfg.train)
             if cfg.max_train_samples is not None:
                 examples = examples[: cfg.max_train_samples]
-            examples = with_negatives(
-                examples, cfg.negatives, seed=cfg.seed, kinds=cfg.negative_kinds, fallback=cfg.negative_fallback
-            )
+            examples = with_negatives(examples, cfg.negatives, seed=cfg.seed, kinds=cfg.negative_kinds)
         features = build_features(examples, tokenizer, cfg)
         lengths = [len(ids) for ids in features.input_ids]
         logger.info(

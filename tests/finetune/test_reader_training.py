@@ -247,19 +247,6 @@ def test_with_negatives_adds_about_the_ratio():
         with_negatives(examples, ratio=0.5, kinds=["invented"])
 
 
-def test_with_negatives_fallback_builds_the_next_kind_that_applies():
-    examples = [_tesla("When did Tesla sail to New York?", "1884"), _tesla("Where did Tesla move in 1882?", "Paris")]
-    assert all(antonym_negative(ex) is None and negated_negative(ex) is not None for ex in examples)
-    kinds = ["antonym", "negated"]  # one positive is given each kind; antonym applies to neither
-
-    plain = [ex for ex in with_negatives(examples, ratio=1.0, seed=3, kinds=kinds) if ex.answer is None]
-    assert [ex.kind for ex in plain] == ["negated"]
-    filled = [ex for ex in with_negatives(examples, ratio=1.0, seed=3, kinds=kinds, fallback=True) if ex.answer is None]
-    assert sorted(ex.question for ex in filled) == ["When didn't Tesla sail to New York?", "Where didn't Tesla move in 1882?"]
-    assert {ex.kind for ex in filled} == {"negated"} and all(ex.context == TESLA for ex in filled)
-    assert {ex.question for ex in plain} < {ex.question for ex in filled}
-
-
 def test_length_bucketed_batches_cover_every_window_once():
     lengths = [random.Random(i).randint(10, 300) for i in range(1000)]
     batches = length_bucketed_batches(lengths, 32, random.Random(0))
