@@ -5,6 +5,10 @@
 
 Write order for every change: the SQLite transaction first (the source of truth), then the FAISS file. A crash in
 between leaves an index whose ids differ from the database's; the next open sees that and rebuilds it.
+
+Another process may change the same data directory (`chatqa kb add` while the app runs): before every search and
+every change, the database's generation number is compared with the one this index reflects, and the index is
+patched from SQLite when they differ (see knowledge/store.py).
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ class KnowledgeBase:
         self._lock = threading.RLock()
         self._store: Store | None = None
         self._index: VectorIndex | None = None
+        self._generation = 0  # the database generation the in-memory index reflects
         self._chunker: Chunker | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -106,13 +111,14 @@ class KnowledgeBase:
                 )
             store.set_meta("embedding_dim", str(dim))
             store.set_meta("embedder", self.embedder.name)
+            generation = store.generation()  # read before the chunks: a later change is caught by the next check
             index = VectorIndex(self.data_dir / INDEX_NAME, dim)
             if not index.load() or not index.in_step_with(store):
                 n = store.count_chunks()
                 if n:
                     logger.warning("%s is missing or out of step: rebuilding it from %d stored embeddings", index.path, n)
                 index.rebuild(store)
-            self._store, self._index = store, index
+            self._store, self._index, self._generation = store, index, generation
             return self
 
     def close(self) -> None:
@@ -137,6 +143,31 @@ class KnowledgeBase:
     @property
     def index(self) -> VectorIndex:
         return self.open()._index  # type: ignore[return-value]
+
+    def refresh(self) -> bool:
+        """Bring the in-memory index in step with changes other processes made. True when there were any."""
+        with self._lock:
+            store, index = self.store, self.index
+            generation = store.generation()
+            if generation == self._generation:
+                return False
+            store.forget_counts()
+            added, removed = index.sync(store)
+            self._generation = generation
+        logger.info("the knowledge base changed elsewhere: %d passages added, %d removed", added, removed)
+        return True
+
+    def _apply(self, change: Callable[[VectorIndex], None]) -> None:
+        """After this process's own SQLite write: apply it to the in-memory index, or, when another process also
+        changed the database since this index was last in step, patch the index from the database instead."""
+        with self._lock:
+            generation = self.store.generation()
+            if generation == self._generation + 1:  # our write was the only change
+                change(self.index)
+                self._generation = generation
+            else:
+                self._generation = -1
+                self.refresh()
 
     @property
     def chunker(self) -> Chunker:
@@ -189,7 +220,7 @@ class KnowledgeBase:
                 text=loaded.text, pages=[asdict(p) for p in loaded.pages],
                 sections=[asdict(s) for s in loaded.sections], chunks=chunks,
             )
-            self.index.add(np.array(chunk_ids), np.stack([c.embedding for c in chunks]))
+            self._apply(lambda index: index.add(np.array(chunk_ids), np.stack([c.embedding for c in chunks])))
             if save_index:
                 self.index.save()
         doc = self.store.get_document(doc_id)
@@ -225,7 +256,7 @@ class KnowledgeBase:
         with self._lock:
             doc = self.get_document(doc_id)
             chunk_ids = self.store.delete_document(doc_id)
-            self.index.remove(chunk_ids)
+            self._apply(lambda index: index.remove(chunk_ids))
             self.index.save()
         for original in (self.data_dir / "documents").glob(f"{doc.sha256}.*"):
             original.unlink(missing_ok=True)
@@ -233,19 +264,26 @@ class KnowledgeBase:
         return doc
 
     def reindex(self, *, progress: Callable[[DocumentInfo], None] | None = None) -> int:
-        """Re-chunk and re-embed every document from its stored text, then rebuild FAISS. Returns the chunk count."""
+        """Re-chunk and re-embed every document from its stored text, then rebuild FAISS. Returns the chunk count.
+
+        A document another process removes meanwhile is skipped."""
         for doc in self.list_documents():
             if progress is not None:
                 progress(doc)
-            text = self.store.document_text(doc.id) or ""
-            pages, sections = self.store.document_structure(doc.id)
-            loaded = LoadedDocument(
-                text, doc.title, doc.mime, tuple(Page(**p) for p in pages), tuple(Section(**s) for s in sections)
-            )
-            self.store.replace_chunks(doc.id, self._embed_chunks(loaded))
+            text = self.store.document_text(doc.id)
+            if text is None or self.store.replace_chunks(doc.id, self._embed_chunks(self._stored(doc, text))) is None:
+                logger.info("skipped %s: removed while re-indexing", doc.name)
         with self._lock:
+            generation = self.store.generation()
             self.index.rebuild(self.store)
+            self._generation = generation
         return self.store.count_chunks()
+
+    def _stored(self, doc: DocumentInfo, text: str) -> LoadedDocument:
+        pages, sections = self.store.document_structure(doc.id)
+        return LoadedDocument(
+            text, doc.title, doc.mime, tuple(Page(**p) for p in pages), tuple(Section(**s) for s in sections)
+        )
 
     # -- searching -------------------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
@@ -257,9 +295,10 @@ class KnowledgeBase:
             raise ValueError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        self.refresh()  # opens the knowledge base on this thread before the worker needs it
         depth = max(k, self.candidates) if mode == "hybrid" else k
         live = [i for i, q in enumerate(queries) if q.strip()]
-        index = self.index  # opens the knowledge base on this thread before the worker needs it
+        index = self.index
         # Dense search (embedding + FAISS) runs on a worker thread while BM25 (SQLite) runs here: both release
         # the GIL, so a hybrid query costs about the slower of the two rather than their sum.
         pending = self._dense_pool().submit(self._dense, queries, live, depth, index) if mode != "bm25" and live else None

@@ -7,6 +7,11 @@ chunk text, kept in step by triggers) and `meta`.
 `index.faiss` is an `IndexIDMap2` keyed by chunk id, written atomically (temp file + rename). When it is missing,
 unreadable, or its ids differ from the database's chunk ids (a crash between the two writes), it is rebuilt from
 the stored embeddings.
+
+Several processes may share one data directory (the app and a terminal command). Two things let each keep its
+in-memory index in step with the others' changes: `meta.generation`, bumped in the same transaction as every change
+to the chunks, says cheaply *that* something changed; and chunk ids are never reused (`meta.last_chunk_id`), so the
+ids alone say *what* changed: an index holding exactly the database's ids holds exactly its passages.
 """
 
 from __future__ import annotations
@@ -165,26 +170,51 @@ class Store:
             )
             doc_id = cur.lastrowid
             chunk_ids = self._insert_chunks(doc_id, chunks)
-            self._term_counts.clear()
+            self._changed()
         return doc_id, chunk_ids
 
-    def replace_chunks(self, doc_id: int, chunks: Sequence[NewChunk]) -> list[int]:
-        """Swap a document's chunks for new ones in one transaction (re-indexing)."""
+    def replace_chunks(self, doc_id: int, chunks: Sequence[NewChunk]) -> list[int] | None:
+        """Swap a document's chunks for new ones in one transaction (re-indexing). None, changing nothing, when the
+        document is no longer there (another process removed it meanwhile)."""
         with self.lock, self.db.atomic():
+            # A write first, so the transaction holds the write lock before it checks that the document exists.
             self.db.execute("DELETE FROM chunks WHERE doc_id = ?", [doc_id])
-            self._term_counts.clear()
-            return self._insert_chunks(doc_id, chunks)
+            if self.db.execute("SELECT 1 FROM documents WHERE id = ?", [doc_id]).fetchone() is None:
+                return None
+            ids = self._insert_chunks(doc_id, chunks)
+            self._changed()
+            return ids
 
     def _insert_chunks(self, doc_id: int, chunks: Sequence[NewChunk]) -> list[int]:
-        ids = []
-        for i, c in enumerate(chunks):
-            cur = self.db.execute(
-                'INSERT INTO chunks (doc_id, ord, start, "end", text, n_tokens, page, embedding) '
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [doc_id, i, c.start, c.end, c.text, c.n_tokens, c.page, _to_blob(c.embedding)],
+        """Insert with ids above every id ever used (inside the caller's write transaction): never reused."""
+        top = self.db.execute("SELECT MAX(id) FROM chunks").fetchone()[0] or 0
+        last = max(int(self.get_meta("last_chunk_id") or 0), top)
+        ids = list(range(last + 1, last + 1 + len(chunks)))
+        for i, (chunk_id, c) in enumerate(zip(ids, chunks, strict=True)):
+            self.db.execute(
+                'INSERT INTO chunks (id, doc_id, ord, start, "end", text, n_tokens, page, embedding) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [chunk_id, doc_id, i, c.start, c.end, c.text, c.n_tokens, c.page, _to_blob(c.embedding)],
             )
-            ids.append(cur.lastrowid)
+        if ids:
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_chunk_id', ?)", [str(ids[-1])])
         return ids
+
+    def _changed(self) -> None:
+        """Inside a write transaction that changed the chunks: bump the generation, drop cached counts."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('generation', '1') "
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+        self._term_counts.clear()
+
+    def generation(self) -> int:
+        """How many changes to the chunks this database has seen, by any process."""
+        return int(self.get_meta("generation") or 0)
+
+    def forget_counts(self) -> None:
+        """Drop the cached chunk and term counts (another process changed the chunks)."""
+        self._term_counts.clear()
 
     def delete_document(self, doc_id: int) -> list[int]:
         """Delete a document and its chunks in one transaction. Returns the deleted chunk ids."""
@@ -192,7 +222,7 @@ class Store:
             ids = [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ?", [doc_id]).fetchall()]
             self.db.execute("DELETE FROM chunks WHERE doc_id = ?", [doc_id])
             self.db.execute("DELETE FROM documents WHERE id = ?", [doc_id])
-            self._term_counts.clear()
+            self._changed()
         return ids
 
     # -- chunks ----------------------------------------------------------------------------------------------------
@@ -220,6 +250,18 @@ class Store:
             vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
             yield ids, vectors
             last = int(ids[-1])
+
+    def embeddings_of(self, ids: Sequence[int], batch: int = 500) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """The stored embeddings of these chunk ids (those still there) as (ids, vectors) batches."""
+        ids = [int(i) for i in ids]
+        for lo in range(0, len(ids), batch):
+            part = ids[lo : lo + batch]
+            rows = self.db.execute(
+                f"SELECT id, embedding FROM chunks WHERE id IN ({','.join('?' * len(part))}) ORDER BY id", part
+            ).fetchall()
+            if rows:
+                yield (np.array([r[0] for r in rows], dtype=np.int64),
+                       np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))
 
     def get_chunks(self, ids: Sequence[int]) -> dict[int, ChunkRecord]:
         if not ids:
@@ -343,3 +385,13 @@ class VectorIndex:
 
     def in_step_with(self, store: Store) -> bool:
         return self.ntotal == store.count_chunks() and np.array_equal(self.ids(), store.chunk_ids())
+
+    def sync(self, store: Store) -> tuple[int, int]:
+        """Make this index hold exactly the database's chunks: drop ids it no longer has, add the embeddings of ids
+        it gained (chunk ids are never reused, so equal ids mean equal passages). Returns (added, removed)."""
+        mine, theirs = self.ids(), store.chunk_ids()
+        gone, new = np.setdiff1d(mine, theirs), np.setdiff1d(theirs, mine)
+        self.remove(gone.tolist())
+        for ids, vectors in store.embeddings_of(new.tolist()):
+            self.add(ids, vectors)
+        return len(new), len(gone)
