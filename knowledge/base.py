@@ -4,7 +4,8 @@
     KnowledgeBase(data_dir).search("question")   dense + BM25, fused by reciprocal rank
 
 Write order for every change: the SQLite transaction first (the source of truth), then the FAISS file. A crash in
-between leaves an index whose ids differ from the database's; the next open sees that and rebuilds it.
+between leaves an index whose ids differ from the database's; the next open sees that and rebuilds it, and deletes
+what the crash left in the folder (temp files, originals of documents no longer in the database).
 
 Another process may change the same data directory (`chatqa kb add` while the app runs): before every search and
 every change, the database's generation number is compared with the one this index reflects, and the index is
@@ -17,6 +18,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -87,6 +89,7 @@ class KnowledgeBase:
         self.bm25_weight = bm25_weight
         self.max_term_share = 0.25
         self.min_chunks_for_pruning = 1000
+        self.stale_seconds = 60.0  # leftovers younger than this may belong to another process's write in progress
         self._lock = threading.RLock()
         self._store: Store | None = None
         self._index: VectorIndex | None = None
@@ -119,7 +122,29 @@ class KnowledgeBase:
                     logger.warning("%s is missing or out of step: rebuilding it from %d stored embeddings", index.path, n)
                 index.rebuild(store)
             self._store, self._index, self._generation = store, index, generation
+            self._remove_leftovers(store)
             return self
+
+    def _remove_leftovers(self, store: Store) -> None:
+        """Delete what an interrupted write left behind: temp files of index and original writes, and originals
+        of documents no longer in the database. Only files older than `stale_seconds`, which no write still in
+        progress (in this process or another) can own."""
+        cutoff = time.time() - self.stale_seconds
+        originals = self.data_dir / "documents"
+        known = store.document_hashes()
+        candidates = [*self.data_dir.glob(".index-*.tmp"), *originals.glob(".*.tmp")]
+        for path in originals.iterdir():
+            name = path.name
+            ours = len(name) >= 64 and all(c in "0123456789abcdef" for c in name[:64]) and name[64:65] in ("", ".")
+            if ours and name[:64] not in known:
+                candidates.append(path)
+        for path in candidates:
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    logger.info("removed %s, left behind by an interrupted write", path)
+            except OSError as e:  # another process removed it first, or it is not ours to remove
+                logger.debug("could not remove %s: %s", path, e)
 
     def close(self) -> None:
         with self._lock:
@@ -256,10 +281,11 @@ class KnowledgeBase:
         with self._lock:
             doc = self.get_document(doc_id)
             chunk_ids = self.store.delete_document(doc_id)
+            # The original goes before the slow index write, so an interruption there cannot strand it.
+            for original in (self.data_dir / "documents").glob(f"{doc.sha256}.*"):
+                original.unlink(missing_ok=True)
             self._apply(lambda index: index.remove(chunk_ids))
             self.index.save()
-        for original in (self.data_dir / "documents").glob(f"{doc.sha256}.*"):
-            original.unlink(missing_ok=True)
         logger.info("removed %s (%d chunks)", doc.name, len(chunk_ids))
         return doc
 

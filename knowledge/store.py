@@ -138,6 +138,9 @@ class Store:
     def list_documents(self) -> list[DocumentInfo]:
         return self._documents("", [])
 
+    def document_hashes(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT sha256 FROM documents").fetchall()}
+
     def _documents(self, where: str, args: list) -> list[DocumentInfo]:
         sql = (
             "SELECT d.id, d.name, d.sha256, d.size, d.mime, d.title, d.added, "

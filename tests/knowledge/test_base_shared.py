@@ -1,10 +1,13 @@
-"""One data directory used by several processes (the app and a terminal).
+"""One data directory used by several processes (the app and a terminal), and what an interrupted one leaves behind.
 
 Two `KnowledgeBase` handles on one folder stand for two processes: each has its own SQLite connection and its own
 in-memory FAISS index, as separate processes do.
 """
 
 from __future__ import annotations
+
+import os
+import time
 
 import pytest
 
@@ -43,6 +46,72 @@ def _dense(kb: KnowledgeBase, query: str, text: str) -> float:
     """The dense score a passage should get: the inner product of the two embeddings."""
     q, t = kb.embedder.embed([query, text])
     return float(q @ t)
+
+
+def _age(path, seconds: float) -> None:
+    old = time.time() - seconds
+    os.utime(path, (old, old))
+
+
+# -- D2: what a killed process leaves behind is cleaned on the next open --------------------------------------------
+def test_leftovers_of_a_killed_remove_are_cleaned_on_the_next_open(tmp_path, fake_embedder, docs):
+    data = tmp_path / "data"
+    with KnowledgeBase(data, embedder=fake_embedder) as kb:
+        kb.add_files([docs / "eiffel.txt", docs / "penguins.txt"])
+        gone, kept = kb.list_documents()
+        # What `kill -9` during the FAISS write of `kb remove` leaves: the row is gone (SQLite committed), the
+        # original is still in documents/, and the temp file of the index write is half written.
+        kb.store.delete_document(gone.id)
+    originals = data / "documents"
+    gone_original = next(originals.glob(f"{gone.sha256}.*"))
+    kept_original = next(originals.glob(f"{kept.sha256}.*"))
+    tmp_index = data / ".index-abc123.tmp"
+    tmp_index.write_bytes(b"half an index")
+    tmp_original = originals / f".{kept.sha256}.txt.xyz.tmp"
+    tmp_original.write_bytes(b"half a file")
+    unrelated = originals / "notes-of-the-user.txt"  # not ours: never touched
+    unrelated.write_text("keep me")
+    for path in (gone_original, kept_original, tmp_index, tmp_original, unrelated):
+        _age(path, 3600)
+
+    with KnowledgeBase(data, embedder=fake_embedder) as kb:
+        assert [d.name for d in kb.list_documents()] == ["penguins.txt"]
+        assert not gone_original.exists() and not tmp_index.exists() and not tmp_original.exists()
+        assert kept_original.read_text() == PENGUINS and unrelated.read_text() == "keep me"
+        assert _saved_ids(kb) == kb.store.chunk_ids().tolist()
+
+
+def test_files_another_process_may_be_writing_right_now_are_left_alone(tmp_path, fake_embedder, docs):
+    data = tmp_path / "data"
+    with KnowledgeBase(data, embedder=fake_embedder) as kb:
+        kb.add_files([docs / "eiffel.txt"])
+    fresh_tmp = data / ".index-writing.tmp"  # a concurrent save, not yet renamed
+    fresh_tmp.write_bytes(b"being written")
+    fresh_original = data / "documents" / ("0" * 64 + ".txt")  # saved just before its row is inserted
+    fresh_original.write_text("about to be added")
+    with KnowledgeBase(data, embedder=fake_embedder):
+        pass
+    assert fresh_tmp.read_bytes() == b"being written" and fresh_original.read_text() == "about to be added"
+
+
+def test_remove_deletes_the_original_before_writing_the_index(kb_with_docs, monkeypatch):
+    kb = kb_with_docs
+    doc = kb.list_documents()[0]
+
+    def killed(self):
+        raise KeyboardInterrupt  # stands for kill -9 while the index is written
+
+    monkeypatch.setattr(VectorIndex, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        kb.remove(doc.id)
+    assert list((kb.data_dir / "documents").glob(f"{doc.sha256}.*")) == []
+
+
+@pytest.fixture
+def kb_with_docs(tmp_path, fake_embedder, docs):
+    with KnowledgeBase(tmp_path / "data", embedder=fake_embedder) as kb:
+        kb.add_files([docs])
+        yield kb
 
 
 # -- D3: re-indexing while another process removes a document -------------------------------------------------------
