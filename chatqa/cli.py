@@ -1,4 +1,6 @@
-"""The `chatqa` command line. Errors a user can cause print one line (`error: ...`) and exit 1, never a traceback."""
+"""The `chatqa` command line. Errors a user can cause print one line (`error: ...`) and exit 1, never a traceback.
+Whatever a document, file name or question supplies is printed through `chatqa.terminal`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatqa.terminal import json_safe, terminal_safe
 from chatqa.turn import ANSWER_MODES
 from knowledge.errors import ChatQAError
 from knowledge.search import SEARCH_MODES
@@ -33,7 +36,7 @@ def _open_kb(args):
 
 
 def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False))
+    print(json_safe(json.dumps(obj, indent=2, ensure_ascii=False)))
 
 
 # -- kb ----------------------------------------------------------------------------------------------------------
@@ -44,17 +47,17 @@ def cmd_kb_add(args) -> int:
     bar = tqdm(desc="adding", unit="file", disable=args.quiet, leave=False)
 
     def progress(path: Path) -> None:
-        bar.set_postfix_str(path.name[:40])
+        bar.set_postfix_str(terminal_safe(path.name)[:40])
         bar.update(1)
 
     report = kb.add_files(args.paths, progress=progress)
     bar.close()
     for doc in report.added:
-        print(f"added     [{doc.id}] {doc.name} ({doc.n_chunks} chunks)")
+        print(f"added     [{doc.id}] {terminal_safe(doc.name)} ({doc.n_chunks} chunks)")
     for doc in report.unchanged:
-        print(f"unchanged [{doc.id}] {doc.name} (already in the knowledge base)")
+        print(f"unchanged [{doc.id}] {terminal_safe(doc.name)} (already in the knowledge base)")
     for err in report.failed:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {terminal_safe(err)}", file=sys.stderr)
     print(f"{len(report.added)} added, {len(report.unchanged)} unchanged, {len(report.failed)} failed")
     return 1 if report.failed else 0
 
@@ -69,13 +72,13 @@ def cmd_kb_list(args) -> int:
         return 0
     print(f"{'id':>4}  {'chunks':>6}  {'size':>9}  {'added':<20} name")
     for d in docs:
-        print(f"{d.id:>4}  {d.n_chunks:>6}  {_size(d.size):>9}  {d.added[:19]:<20} {d.name}")
+        print(f"{d.id:>4}  {d.n_chunks:>6}  {_size(d.size):>9}  {d.added[:19]:<20} {terminal_safe(d.name)}")
     return 0
 
 
 def cmd_kb_remove(args) -> int:
     doc = _open_kb(args).remove(args.doc_id)
-    print(f"removed [{doc.id}] {doc.name} ({doc.n_chunks} chunks)")
+    print(f"removed [{doc.id}] {terminal_safe(doc.name)} ({doc.n_chunks} chunks)")
     return 0
 
 
@@ -93,7 +96,7 @@ def cmd_kb_search(args) -> int:
     if not hits:
         print("No matching passages.")
     for rank, h in enumerate(hits, 1):
-        where = f"{h.doc_name}" + (f", page {h.page}" if h.page else "")
+        where = terminal_safe(h.doc_name) + (f", page {h.page}" if h.page else "")
         print(f"{rank}. [{where}] score {h.score:.4f} (dense {_fmt(h.dense_score)}, bm25 {_fmt(h.bm25_score)})")
         print(f"   {_snippet(h.text)}")
     return 0
@@ -110,11 +113,12 @@ def _answer(engine, question: str, conversation: str | None, *, stream: bool):
     """Run one turn, streaming the answer to stdout when `stream`; returns the TurnResult."""
     for event in engine.stream(question, conversation):
         if event.kind == "status" and stream:
-            print(f"({event.text})")
+            print(f"({terminal_safe(event.text)})")
         elif event.kind == "token" and stream:
-            print(event.text, end="", flush=True)
+            print(terminal_safe(event.text, newlines=True), end="", flush=True)
         elif event.kind == "replace" and stream:
-            print(f"\n[the draft did not keep the extracted answer; showing it instead]\n{event.text}", end="")
+            print("\n[the draft did not keep the extracted answer; showing it instead]\n"
+                  + terminal_safe(event.text, newlines=True), end="")
         elif event.kind == "final":
             if stream:
                 print()
@@ -124,7 +128,7 @@ def _answer(engine, question: str, conversation: str | None, *, stream: bool):
 
 def _print_sources(result) -> None:
     for rank, hit in enumerate(result.passages, 1):
-        where = hit.doc_name + (f", page {hit.page}" if hit.page else "")
+        where = terminal_safe(hit.doc_name) + (f", page {hit.page}" if hit.page else "")
         text = hit.text
         if result.span is not None and result.span.passage_index == rank - 1:
             s, e = result.span.start, result.span.end
@@ -143,9 +147,10 @@ def cmd_ask(args) -> int:
     if args.json:
         from dataclasses import asdict
 
-        print(json.dumps(asdict(result), ensure_ascii=False, indent=2))
+        print(json_safe(json.dumps(asdict(result), ensure_ascii=False, indent=2)))
         return 0
     _print_sources(result)
+    conversation = terminal_safe(conversation)
     print(f"(conversation {conversation}: continue it with --conversation {conversation})")
     return 0
 
@@ -173,7 +178,7 @@ def cmd_chat(args) -> int:
         try:
             result = _answer(engine, question, conversation, stream=True)
         except ChatQAError as e:
-            print(f"error: {e}")
+            print(f"error: {terminal_safe(e)}")
             continue
         _print_sources(result)
 
@@ -186,7 +191,7 @@ def cmd_export(args) -> int:
 
     with ConversationLog(args.data_dir or default_data_dir()) as log:
         counts = export(log, args.format, args.out, since=args.since)
-    print(f"wrote {args.out}: {counts.describe()}")
+    print(f"wrote {terminal_safe(args.out)}: {counts.describe()}")
     return 0
 
 
@@ -219,10 +224,10 @@ def cmd_eval_conversations(args) -> int:
 def _print_report(report: dict, as_json: bool) -> None:
     """One JSON object on one line, or aligned `key: value` lines."""
     if as_json:
-        print(json.dumps(report))
+        print(json_safe(json.dumps(report)))
         return
     for key, value in report.items():
-        print(f"{key:>24}: {value}")
+        print(f"{terminal_safe(key):>24}: {terminal_safe(value)}")
 
 
 def cmd_eval_reader(args) -> int:
@@ -249,7 +254,8 @@ def _fmt(x: float | None) -> str:
 
 
 def _snippet(text: str, width: int = 160) -> str:
-    flat = " ".join(text.split())
+    """One line: white space (line breaks too) collapsed, control characters escaped, cut at `width`."""
+    flat = terminal_safe(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
@@ -371,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ChatQAError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_safe(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,94 @@
+"""The command line against hostile or mistaken input (issue #20): huge numbers, escape sequences in documents and
+file names, a folder as export target, rejected questions, unknown conversations and mistyped data directories."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import chatqa.engine
+import knowledge.base
+from chatqa.cli import main
+from tests.chatqa.test_engine import EIFFEL, FakeReader
+from tests.conftest import FakeEmbedder
+
+ESCAPES = "\033[2J\033]0;PWNED\007"
+
+
+@pytest.fixture(autouse=True)
+def fake_models(monkeypatch):
+    monkeypatch.setattr(knowledge.base, "Embedder", FakeEmbedder)
+    monkeypatch.setattr(chatqa.engine, "ExtractiveReader", lambda *_, **__: FakeReader())
+
+
+@pytest.fixture
+def data_dir(tmp_path, capsys):
+    """A data directory holding the Eiffel Tower document."""
+    (tmp_path / "eiffel.txt").write_text(EIFFEL)
+    assert main(["kb", "add", str(tmp_path / "eiffel.txt"), "--data-dir", str(tmp_path / "data"), "-q"]) == 0
+    assert "added     [1] eiffel.txt" in capsys.readouterr().out
+    return tmp_path / "data"
+
+
+def run(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err[len("error: ") : -1]
+
+
+def raw_controls(text: str) -> list[str]:
+    """Control and bidi-override characters other than newline, as a terminal would receive them."""
+    return [c for c in text if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"]
+
+
+# -- D6: what documents and file names contain is shown, never obeyed by the terminal ---------------------------------
+def test_terminal_safe_escapes_controls_and_bidi_overrides_only():
+    from chatqa.terminal import json_safe, terminal_safe
+
+    assert terminal_safe("café naïve 東京タワー — ok") == "café naïve 東京タワー — ok"
+    assert terminal_safe(ESCAPES) == "\\x1b[2J\\x1b]0;PWNED\\x07"
+    assert terminal_safe("a\nb\tc\r") == "a\\nb\\tc\\r"
+    assert terminal_safe("line\nbreak", newlines=True) == "line\nbreak"
+    assert terminal_safe("evil\u202etxt.exe \x9b \x7f") == "evil\\u202etxt.exe \\x9b \\x7f"
+    assert json_safe('{"name": "a\u202eb\x85"}') == '{"name": "a\\u202eb\\u0085"}'
+    assert json.loads(json_safe(json.dumps({"n": "a\u202eb\x85\x1b"}, ensure_ascii=False))) == {"n": "a\u202eb\x85\x1b"}
+
+
+def test_escape_sequences_in_documents_and_names_are_shown_escaped(capsys, tmp_path, data_dir):
+    evil = tmp_path / "evil\nname\u202etxt.txt"
+    evil.write_text(f"The launch code is {ESCAPES} PELICAN-42. Penguins guard it.\nSecond line here.")
+    code, out, err = run(capsys, "kb", "add", evil, "--data-dir", data_dir, "-q")
+    assert code == 0 and raw_controls(out + err) == []
+    assert "evil\\nname\\u202etxt.txt" in out
+
+    code, out, _ = run(capsys, "kb", "list", "--data-dir", data_dir)
+    assert code == 0 and raw_controls(out) == []
+    assert out.count("\n") == 3  # header + two documents: the newline in the name does not break the table
+    assert out.splitlines()[-1].endswith(" evil\\nname\\u202etxt.txt")
+
+    code, out, _ = run(capsys, "kb", "list", "--json", "--data-dir", data_dir)
+    assert raw_controls(out.replace("\n", "")) == [] and json.loads(out)[1]["name"] == evil.name
+
+    code, out, _ = run(capsys, "kb", "search", "launch code PELICAN", "--data-dir", data_dir)
+    assert code == 0 and raw_controls(out) == []
+    assert "The launch code is \\x1b[2J\\x1b]0;PWNED\\x07 PELICAN-42. Penguins guard it. Second line here." in out
+
+    code, out, _ = run(capsys, "kb", "search", "launch code PELICAN", "--json", "--data-dir", data_dir)
+    assert raw_controls(out.replace("\n", "")) == [] and ESCAPES in json.loads(out)[0]["text"]
+
+    code, out, err = run(capsys, "ask", "What is the launch code?", "--mode", "extractive", "--data-dir", data_dir)
+    assert code == 0 and raw_controls(out + err) == []
+    assert "evil\\nname\\u202etxt.txt" in out and "\\x1b[2J" in out
+
+    code, _, err = run(capsys, "kb", "add", tmp_path / f"missing{ESCAPES}.pdf", "--data-dir", data_dir, "-q")
+    assert code == 1 and raw_controls(err) == [] and "missing\\x1b[2J" in err
