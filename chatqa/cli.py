@@ -1,5 +1,5 @@
-"""The `chatqa` command line. Errors a user can cause print one line (`error: ...`) and exit 1, never a traceback.
-Whatever a document, file name or question supplies is printed through `chatqa.terminal`.
+"""The `chatqa` command line. Errors a user can cause print one line (`error: ...`) and exit 1, never a traceback
+(usage errors: 2). Whatever a document, file name or question supplies is printed through `chatqa.terminal`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from chatqa.terminal import json_safe, terminal_safe
 from chatqa.turn import ANSWER_MODES
 from knowledge.errors import ChatQAError
 from knowledge.search import SEARCH_MODES
+
+MAX_SEARCH_K = 1000  # passages `kb search` prints at most
+MAX_ANSWER_K = 50  # passages `ask` and `chat` read at most (EngineSettings' bound)
 
 
 def _offline() -> None:
@@ -190,7 +194,10 @@ def cmd_export(args) -> int:
     from knowledge.base import default_data_dir
 
     with ConversationLog(args.data_dir or default_data_dir()) as log:
-        counts = export(log, args.format, args.out, since=args.since)
+        try:
+            counts = export(log, args.format, args.out, since=args.since)
+        except OSError as e:
+            raise ChatQAError(f"could not write {args.out}: {e.strerror or e}") from None
     print(f"wrote {terminal_safe(args.out)}: {counts.describe()}")
     return 0
 
@@ -266,6 +273,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _int_between(low: int, high: int):
+    """An argparse type: an integer from `low` to `high` (a number SQLite and FAISS can take)."""
+
+    def integer(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {text}")
+        return value
+
+    return integer
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line like every other error (argparse's exit status 2 kept)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {terminal_safe(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -275,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="chatqa", description="Offline conversational question answering over your own documents."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -295,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_kb_reindex)
     p = kb_commands.add_parser("search", parents=[common], help="hybrid search: dense + BM25 with rank fusion")
     p.add_argument("query")
-    p.add_argument("--k", type=_positive_int, default=5, help="number of passages (default 5)")
+    p.add_argument("--k", type=_int_between(1, MAX_SEARCH_K), default=5,
+                   help=f"number of passages, at most {MAX_SEARCH_K} (default 5)")
     p.add_argument("--mode", choices=SEARCH_MODES, default="hybrid", help="retriever (default hybrid)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_kb_search)
@@ -304,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     answering.add_argument("--mode", choices=ANSWER_MODES, default="auto",
                            help="extractive: the span and its sentence; generative: the decoder phrases it; "
                                 "auto: the decoder when it is loaded (default)")
-    answering.add_argument("--k", type=_positive_int, default=5, help="passages read per question (default 5)")
+    answering.add_argument("--k", type=_int_between(1, MAX_ANSWER_K), default=5,
+                           help=f"passages read per question, at most {MAX_ANSWER_K} (default 5)")
     answering.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the shipped one)")
     p = commands.add_parser("ask", parents=[common, answering], help="answer one question from the knowledge base",
                             description="Answer one question, with its sources and the answer span marked [[…]].")

@@ -61,7 +61,10 @@ def build_article_kb(squad: SquadFile, kb: KnowledgeBase) -> list[tuple[ArticleD
 
 
 def parse_ks(text: str | Sequence[int]) -> list[int]:
-    ks = [int(x) for x in text.split(",") if x.strip()] if isinstance(text, str) else [int(x) for x in text]
+    try:
+        ks = [int(x) for x in text.split(",") if x.strip()] if isinstance(text, str) else [int(x) for x in text]
+    except ValueError:
+        ks = []
     if not ks or any(k < 1 for k in ks):
         raise ChatQAError(f"--k needs positive integers such as 1,5,20, got {text!r}")
     return sorted(set(ks))

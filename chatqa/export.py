@@ -222,9 +222,12 @@ def export(log: ConversationLog, fmt: str, out: str | Path, since: str | None = 
     """Write the export file atomically (a failed export leaves any earlier file whole) and return the counts."""
     if fmt not in EXPORT_FORMATS:
         raise InvalidExport(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    if out.is_dir():
+        example = out / ("reader.json" if fmt == "squad" else "decoder.jsonl")
+        raise InvalidExport(f"{out} is a folder; --out needs a file name, such as {example}")
     examples, counts = feedback_examples(log, since)
     text = render(examples, fmt)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, text)
     return counts

@@ -323,6 +323,7 @@ class KnowledgeBase:
             raise ValueError(f"k must be at least 1, got {k}")
         self.refresh()  # opens the knowledge base on this thread before the worker needs it
         depth = max(k, self.candidates) if mode == "hybrid" else k
+        depth = min(depth, max(1, self.store.count_chunks()))  # a huge k asks for every passage, no more
         live = [i for i, q in enumerate(queries) if q.strip()]
         index = self.index
         # Dense search (embedding + FAISS) runs on a worker thread while BM25 (SQLite) runs here: both release

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "chatqa.db"
 INDEX_NAME = "index.faiss"
+MAX_ROWID = 2**63 - 1  # SQLite's largest integer: a larger id names no row (and cannot even be bound)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class Store:
         return rows[0] if rows else None
 
     def get_document(self, doc_id: int) -> DocumentInfo | None:
+        if not -MAX_ROWID - 1 <= doc_id <= MAX_ROWID:
+            return None
         rows = self._documents("WHERE d.id = ?", [doc_id])
         return rows[0] if rows else None
 

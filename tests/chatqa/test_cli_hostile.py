@@ -51,6 +51,23 @@ def raw_controls(text: str) -> list[str]:
     return [c for c in text if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) <= 0x9F or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"]
 
 
+# -- D5: numbers too large for SQLite ---------------------------------------------------------------------------------
+def test_huge_ids_and_k_are_one_line_errors(capsys, data_dir):
+    code, _, err = run(capsys, "kb", "remove", "99999999999999999999999", "--data-dir", data_dir)
+    assert code == 1
+    assert one_line_error(err) == (
+        "no document with id 99999999999999999999999 in the knowledge base (see `chatqa kb list`)"
+    )
+    code, _, err = run(capsys, "kb", "search", "x", "--k", "99999999999999999999", "--data-dir", data_dir)
+    assert code == 2 and "--k" in one_line_error(err) and "between 1 and 1000" in err
+    code, _, err = run(capsys, "ask", "When was it built?", "--k", "99999999999999999999", "--data-dir", data_dir)
+    assert code == 2 and "between 1 and 50" in one_line_error(err)
+    code, _, err = run(capsys, "eval", "retrieval", "--squad", data_dir / "x.json", "--k", "1,five")
+    assert code == 1 and "positive integers" in one_line_error(err)
+    code, out, _ = run(capsys, "kb", "list", "--data-dir", data_dir)
+    assert code == 0 and "eiffel.txt" in out  # nothing lost
+
+
 # -- D6: what documents and file names contain is shown, never obeyed by the terminal ---------------------------------
 def test_terminal_safe_escapes_controls_and_bidi_overrides_only():
     from chatqa.terminal import json_safe, terminal_safe
@@ -92,3 +109,18 @@ def test_escape_sequences_in_documents_and_names_are_shown_escaped(capsys, tmp_p
 
     code, _, err = run(capsys, "kb", "add", tmp_path / f"missing{ESCAPES}.pdf", "--data-dir", data_dir, "-q")
     assert code == 1 and raw_controls(err) == [] and "missing\\x1b[2J" in err
+
+
+# -- D7: a folder as the export target --------------------------------------------------------------------------------
+def test_export_to_a_folder_is_a_one_line_error(capsys, tmp_path, data_dir):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "old.json").write_text("keep")
+    code, _, err = run(capsys, "export", "--format", "squad", "--out", folder, "--data-dir", data_dir)
+    assert code == 1
+    assert one_line_error(err).startswith(f"{folder} is a folder; --out needs a file name")
+    assert [p.name for p in folder.iterdir()] == ["old.json"] and (folder / "old.json").read_text() == "keep"
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    code, _, err = run(capsys, "export", "--format", "chat", "--out", blocked / "out.jsonl", "--data-dir", data_dir)
+    assert code == 1 and one_line_error(err).startswith(f"could not write {blocked / 'out.jsonl'}: ")

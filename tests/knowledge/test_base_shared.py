@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import pytest
 
 from knowledge.base import KnowledgeBase
+from knowledge.errors import UnknownDocument
 from knowledge.store import INDEX_NAME, VectorIndex
 from tests.conftest import FakeEmbedder
 from tests.knowledge.test_base import EIFFEL, PENGUINS, VOLCANO
@@ -212,3 +214,17 @@ def test_generation_counts_every_change(pair, docs):
     app.add_files([docs / "penguins.txt"])
     app.reindex()
     assert terminal.store.generation() > start + 3
+
+
+# -- D5: ids and k beyond what SQLite can store -----------------------------------------------------------------------
+def test_huge_ids_and_k_are_named_errors_not_overflows(kb_with_docs):
+    kb = kb_with_docs
+    huge = 99999999999999999999999
+    with pytest.raises(UnknownDocument, match="no document with id 99999999999999999999999"):
+        kb.remove(huge)
+    with pytest.raises(UnknownDocument):
+        kb.get_document(-huge)
+    hits = kb.search("penguins", k=99999999999999999999)
+    assert len(hits) == kb.store.count_chunks()  # every passage, best first
+    assert hits[0].doc_name == "penguins.txt"
+    assert np.all(np.diff([h.score for h in hits]) <= 0)
