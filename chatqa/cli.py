@@ -1,5 +1,9 @@
 """The `chatqa` command line. Errors a user can cause print one line (`error: ...`) and exit 1, never a traceback
 (usage errors: 2). Whatever a document, file name or question supplies is printed through `chatqa.terminal`.
+
+Commands that only read (`kb list`, `kb search`, `kb remove`, `kb reindex`, `export`, `conversations`, `ask
+--conversation`) refuse a data directory that holds no ChatQA data: a mistyped --data-dir is an error, not a new
+empty folder. `kb add`, `ask` and `chat` create it.
 """
 
 from __future__ import annotations
@@ -9,13 +13,14 @@ import json
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from chatqa.terminal import json_safe, terminal_safe
 from chatqa.turn import ANSWER_MODES
-from knowledge.errors import ChatQAError
+from knowledge.errors import ChatQAError, MissingDataDir
 from knowledge.search import SEARCH_MODES
 
 MAX_SEARCH_K = 1000  # passages `kb search` prints at most
@@ -33,10 +38,21 @@ def _offline() -> None:
     transformers.logging.set_verbosity_error()
 
 
-def _open_kb(args):
+def _data_dir(args, *, must_exist: bool) -> Path:
+    """The data directory; for a command that only reads, a folder that holds ChatQA's database, or MissingDataDir."""
+    from knowledge.base import default_data_dir
+    from knowledge.store import DB_NAME
+
+    path = args.data_dir if args.data_dir is not None else default_data_dir()
+    if must_exist and not (path / DB_NAME).is_file():
+        raise MissingDataDir(path)
+    return path
+
+
+def _open_kb(args, *, create: bool = False):
     from knowledge.base import KnowledgeBase
 
-    return KnowledgeBase(args.data_dir).open()
+    return KnowledgeBase(_data_dir(args, must_exist=not create)).open()
 
 
 def _print_json(obj) -> None:
@@ -47,7 +63,7 @@ def _print_json(obj) -> None:
 def cmd_kb_add(args) -> int:
     from tqdm import tqdm
 
-    kb = _open_kb(args)
+    kb = _open_kb(args, create=True)
     bar = tqdm(desc="adding", unit="file", disable=args.quiet, leave=False)
 
     def progress(path: Path) -> None:
@@ -107,10 +123,29 @@ def cmd_kb_search(args) -> int:
 
 
 # -- ask / chat --------------------------------------------------------------------------------------------------
-def _engine(args):
+def _engine(args, *, must_exist: bool = False):
+    """The engine over the data directory; a new one is created (and seeded with the bundled guide) unless
+    `must_exist`."""
     from chatqa.engine import EngineSettings, open_engine
+    from knowledge.store import DB_NAME
 
-    return open_engine(args.data_dir, settings=EngineSettings(mode=args.mode, k=args.k), reader_checkpoint=args.reader)
+    data_dir = _data_dir(args, must_exist=must_exist)
+    new = not (data_dir / DB_NAME).exists()
+    engine = open_engine(data_dir, settings=EngineSettings(mode=args.mode, k=args.k), reader_checkpoint=args.reader)
+    if new:
+        print(f"note: created the data directory {terminal_safe(data_dir)}, with the bundled guide to ChatQA",
+              file=sys.stderr)
+    return engine
+
+
+def _check_conversation(log, conversation: str) -> None:
+    """UnknownConversation, saying how to list them, unless `conversation` is in the log."""
+    from chatqa.log import UnknownConversation
+
+    try:
+        log.history(conversation)
+    except UnknownConversation as e:
+        raise ChatQAError(f"{e}; list them with `chatqa conversations`") from None
 
 
 def _answer(engine, question: str, conversation: str | None, *, stream: bool):
@@ -143,11 +178,16 @@ def _print_sources(result) -> None:
 
 
 def cmd_ask(args) -> int:
-    engine = _engine(args)
-    conversation = args.conversation or engine.log.new_conversation()
+    from chatqa.engine import check_question
+
+    question = check_question(args.question)  # a rejected question opens nothing and logs nothing
+    engine = _engine(args, must_exist=args.conversation is not None)
+    if args.conversation is not None:
+        _check_conversation(engine.log, args.conversation)
+    conversation = args.conversation or uuid.uuid4().hex  # the log creates it with the turn
     if args.mode == "generative":
         engine.warm_up()
-    result = _answer(engine, args.question, conversation, stream=not args.json)
+    result = _answer(engine, question, conversation, stream=not args.json)
     if args.json:
         from dataclasses import asdict
 
@@ -160,10 +200,12 @@ def cmd_ask(args) -> int:
 
 
 def cmd_chat(args) -> int:
+    from chatqa.engine import check_question
+
     engine = _engine(args)
     print("Loading models…", flush=True)
     engine.warm_up(decoder=args.mode != "extractive")
-    conversation = engine.log.new_conversation()
+    conversation = uuid.uuid4().hex  # in the log from its first answered question on
     print(f"ChatQA: {len(engine.kb.list_documents())} documents. Ask a question; /new starts a new conversation; "
           "an empty line or Ctrl-D quits.")
     while True:
@@ -175,11 +217,12 @@ def cmd_chat(args) -> int:
         if not question:
             return 0
         if question == "/new":
-            conversation = engine.log.new_conversation()
+            conversation = uuid.uuid4().hex
             print("(new conversation)")
             continue
-        print("chatqa> ", end="", flush=True)
         try:
+            check_question(question)
+            print("chatqa> ", end="", flush=True)
             result = _answer(engine, question, conversation, stream=True)
         except ChatQAError as e:
             print(f"error: {terminal_safe(e)}")
@@ -191,14 +234,35 @@ def cmd_chat(args) -> int:
 def cmd_export(args) -> int:
     from chatqa.export import export
     from chatqa.log import ConversationLog
-    from knowledge.base import default_data_dir
 
-    with ConversationLog(args.data_dir or default_data_dir()) as log:
+    with ConversationLog(_data_dir(args, must_exist=True)) as log:
         try:
             counts = export(log, args.format, args.out, since=args.since)
         except OSError as e:
             raise ChatQAError(f"could not write {args.out}: {e.strerror or e}") from None
     print(f"wrote {terminal_safe(args.out)}: {counts.describe()}")
+    return 0
+
+
+# -- conversations -----------------------------------------------------------------------------------------------
+def cmd_conversations(args) -> int:
+    from dataclasses import asdict
+
+    from chatqa.log import ConversationLog
+
+    with ConversationLog(_data_dir(args, must_exist=True)) as log:
+        conversations = log.conversations(limit=args.limit)
+    if args.json:
+        _print_json([asdict(c) for c in conversations])
+        return 0
+    if not conversations:
+        print("No conversations yet. Ask one with `chatqa ask QUESTION`.")
+        return 0
+    print(f"{'id':<32}  {'turns':>5}  {'updated':<16}  title")
+    for c in conversations:
+        title = c.title if len(c.title) <= 80 else c.title[:79] + "…"
+        print(f"{terminal_safe(c.id):<32}  {c.n_turns:>5}  {c.updated[:16].replace('T', ' '):<16}  "
+              f"{terminal_safe(title)}")
     return 0
 
 
@@ -337,12 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("ask", parents=[common, answering], help="answer one question from the knowledge base",
                             description="Answer one question, with its sources and the answer span marked [[…]].")
     p.add_argument("question")
-    p.add_argument("--conversation", default=None, help="continue this conversation (id printed by an earlier ask)")
+    p.add_argument("--conversation", default=None,
+                   help="continue this conversation (id printed by an earlier ask; see `chatqa conversations`)")
     p.add_argument("--json", action="store_true", help="print the whole turn as JSON")
     p.set_defaults(func=cmd_ask)
     p = commands.add_parser("chat", parents=[common, answering], help="interactive chat in the terminal",
                             description="A multi-turn chat in the terminal that streams answers and shows sources.")
     p.set_defaults(func=cmd_chat)
+    p = commands.add_parser("conversations", parents=[common], help="list the logged conversations",
+                            description="The logged conversations, most recently updated first: id (for "
+                                        "`chatqa ask --conversation ID`), turns, last update, title.")
+    p.add_argument("--limit", type=_int_between(1, 100_000), default=50, help="show at most N (default 50)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_conversations)
 
     p = commands.add_parser(
         "export", parents=[common], help="feedback from the conversation log as training data",

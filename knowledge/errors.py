@@ -50,3 +50,13 @@ class UnknownDocument(ChatQAError):
 
 class InvalidQuery(ChatQAError):
     pass
+
+
+class MissingDataDir(ChatQAError):
+    """A command that only reads was pointed at a folder that holds no ChatQA data (a mistyped --data-dir)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        super().__init__(
+            f"no ChatQA data directory at {self.path} (check --data-dir or $CHATQA_DATA_DIR; `chatqa kb add` creates one)"
+        )

@@ -92,10 +92,10 @@ def test_kb_add_list_search_remove(capsys, data_dir, files):
 
 
 def test_unknown_id_and_missing_path_are_one_line_errors(capsys, data_dir, tmp_path):
-    code, out, err = run(capsys, "kb", "remove", "99", "--data-dir", data_dir)
-    assert code == 1 and err == "error: no document with id 99 in the knowledge base (see `chatqa kb list`)\n"
     code, out, err = run(capsys, "kb", "add", str(tmp_path / "nope.pdf"), "--data-dir", data_dir, "-q")
     assert code == 1 and err.startswith("error: ") and "nope.pdf" in err and "Traceback" not in err
+    code, out, err = run(capsys, "kb", "remove", "99", "--data-dir", data_dir)
+    assert code == 1 and err == "error: no document with id 99 in the knowledge base (see `chatqa kb list`)\n"
 
 
 def test_data_dir_from_environment(capsys, monkeypatch, tmp_path, files):

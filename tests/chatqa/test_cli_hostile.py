@@ -10,6 +10,7 @@ import pytest
 import chatqa.engine
 import knowledge.base
 from chatqa.cli import main
+from chatqa.log import ConversationLog
 from tests.chatqa.test_engine import EIFFEL, FakeReader
 from tests.conftest import FakeEmbedder
 
@@ -124,3 +125,101 @@ def test_export_to_a_folder_is_a_one_line_error(capsys, tmp_path, data_dir):
     blocked.write_text("x")
     code, _, err = run(capsys, "export", "--format", "chat", "--out", blocked / "out.jsonl", "--data-dir", data_dir)
     assert code == 1 and one_line_error(err).startswith(f"could not write {blocked / 'out.jsonl'}: ")
+
+
+# -- D9: rejected questions log nothing; an unknown conversation is an error ------------------------------------------
+def test_rejected_questions_leave_nothing_in_the_log(capsys, data_dir):
+    for question in ("", "   ", "x" * 2001):
+        code, out, err = run(capsys, "ask", question, "--mode", "extractive", "--data-dir", data_dir)
+        message = one_line_error(err)
+        assert code == 1 and out == ""
+        assert message == "Please type a question." or message.startswith("That question is 2,001 characters long")
+    with ConversationLog(data_dir) as log:
+        assert log.conversations() == []
+
+
+def test_unknown_conversation_is_an_error_that_says_how_to_list_them(capsys, data_dir):
+    code, out, err = run(capsys, "ask", "When was the tower built?", "--conversation", "deadbeef", "--mode",
+                         "extractive", "--data-dir", data_dir)
+    assert code == 1 and out == ""
+    assert one_line_error(err) == (
+        "no conversation with id 'deadbeef' in the conversation log; list them with `chatqa conversations`"
+    )
+    with ConversationLog(data_dir) as log:
+        assert log.conversations() == []
+
+
+def test_conversations_lists_and_continues(capsys, data_dir):
+    code, out, _ = run(capsys, "conversations", "--data-dir", data_dir)
+    assert code == 0 and out == "No conversations yet. Ask one with `chatqa ask QUESTION`.\n"
+    code, out, _ = run(capsys, "ask", "When was the Eiffel Tower built?", "--mode", "extractive", "--data-dir", data_dir)
+    assert code == 0 and "1887 to 1889" in out
+    conversation = out.strip().splitlines()[-1].split("--conversation ")[1].rstrip(")")
+    code, out, _ = run(capsys, "ask", "Who designed it?", "--conversation", conversation, "--mode", "extractive",
+                       "--data-dir", data_dir)
+    assert code == 0 and "Gustave Eiffel" in out
+
+    code, out, _ = run(capsys, "conversations", "--data-dir", data_dir)
+    header, row = out.splitlines()
+    assert header.split() == ["id", "turns", "updated", "title"]
+    assert row.startswith(conversation) and " 2 " in row and row.endswith("When was the Eiffel Tower built?")
+    code, out, _ = run(capsys, "conversations", "--json", "--data-dir", data_dir)
+    [listed] = json.loads(out)
+    assert listed["id"] == conversation and listed["n_turns"] == 2
+    assert listed["title"] == "When was the Eiffel Tower built?"
+
+
+def test_chat_logs_nothing_for_rejected_questions(capsys, monkeypatch, data_dir):
+    lines = iter(["x" * 2001, "/new", "x" * 3000, ""])
+    monkeypatch.setattr("builtins.input", lambda _prompt="": next(lines))
+    code, out, _ = run(capsys, "chat", "--mode", "extractive", "--data-dir", data_dir)
+    assert code == 0 and out.count("error: That question is") == 2
+    with ConversationLog(data_dir) as log:
+        assert log.conversations() == []
+
+    lines = iter(["When was the Eiffel Tower built?", "Who designed it?", ""])
+    code, out, _ = run(capsys, "chat", "--mode", "extractive", "--data-dir", data_dir)
+    assert code == 0 and "1887 to 1889" in out and "Gustave Eiffel" in out
+    with ConversationLog(data_dir) as log:
+        assert [c.n_turns for c in log.conversations()] == [2]
+
+
+# -- D10: a mistyped --data-dir ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["kb", "list"],
+        ["kb", "search", "tower"],
+        ["kb", "remove", "1"],
+        ["kb", "reindex"],
+        ["export", "--format", "squad", "--out", "OUT"],
+        ["conversations"],
+        ["ask", "When was it built?", "--conversation", "abc"],
+    ],
+)
+def test_commands_that_only_read_refuse_a_missing_data_dir(capsys, tmp_path, argv):
+    missing = tmp_path / "chatqa-dta"
+    argv = [str(tmp_path / "out.json") if a == "OUT" else a for a in argv]
+    code, out, err = run(capsys, *argv, "--data-dir", missing)
+    assert code == 1 and out == ""
+    assert one_line_error(err) == (
+        f"no ChatQA data directory at {missing} (check --data-dir or $CHATQA_DATA_DIR; "
+        "`chatqa kb add` creates one)"
+    )
+    assert not missing.exists() and not (tmp_path / "out.json").exists()
+
+
+def test_a_folder_without_chatqa_data_is_not_taken_for_one(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("my own files")
+    code, _, err = run(capsys, "kb", "list", "--data-dir", tmp_path)
+    assert code == 1 and f"no ChatQA data directory at {tmp_path}" in one_line_error(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_commands_that_write_create_the_data_dir(capsys, tmp_path):
+    (tmp_path / "eiffel.txt").write_text(EIFFEL)
+    code, out, _ = run(capsys, "kb", "add", tmp_path / "eiffel.txt", "--data-dir", tmp_path / "new", "-q")
+    assert code == 0 and (tmp_path / "new" / "chatqa.db").exists()
+    code, out, err = run(capsys, "ask", "What is ChatQA?", "--mode", "extractive", "--data-dir", tmp_path / "fresh")
+    assert code == 0 and (tmp_path / "fresh" / "chatqa.db").exists()
+    assert err == f"note: created the data directory {tmp_path / 'fresh'}, with the bundled guide to ChatQA\n"
