@@ -91,6 +91,9 @@ class KnowledgeBase:
         self.min_chunks_for_pruning = 1000
         self.stale_seconds = 60.0  # leftovers younger than this may belong to another process's write in progress
         self._lock = threading.RLock()
+        # Held while the in-memory FAISS index is searched or changed: a search on the dense worker thread must not
+        # meet a change (this process's, or a patch for another process's) half made. Taken after `_lock`.
+        self._index_lock = threading.Lock()
         self._store: Store | None = None
         self._index: VectorIndex | None = None
         self._generation = 0  # the database generation the in-memory index reflects
@@ -177,7 +180,8 @@ class KnowledgeBase:
             if generation == self._generation:
                 return False
             store.forget_counts()
-            added, removed = index.sync(store)
+            with self._index_lock:
+                added, removed = index.sync(store)
             self._generation = generation
         logger.info("the knowledge base changed elsewhere: %d passages added, %d removed", added, removed)
         return True
@@ -188,7 +192,9 @@ class KnowledgeBase:
         with self._lock:
             generation = self.store.generation()
             if generation == self._generation + 1:  # our write was the only change
-                change(self.index)
+                index = self.index
+                with self._index_lock:
+                    change(index)
                 self._generation = generation
             else:
                 self._generation = -1
@@ -301,7 +307,9 @@ class KnowledgeBase:
                 logger.info("skipped %s: removed while re-indexing", doc.name)
         with self._lock:
             generation = self.store.generation()
-            self.index.rebuild(self.store)
+            index = self.index
+            with self._index_lock:
+                index.rebuild(self.store)
             self._generation = generation
         return self.store.count_chunks()
 
@@ -363,7 +371,9 @@ class KnowledgeBase:
         return kept or terms
 
     def _dense(self, queries, live, depth, index) -> dict[int, list[tuple[int, float]]]:
-        scores, ids = index.search(self.embedder.embed([queries[i] for i in live]), depth)
+        vectors = self.embedder.embed([queries[i] for i in live])
+        with self._index_lock:
+            scores, ids = index.search(vectors, depth)
         return {
             i: [(int(c), float(s)) for c, s in zip(ids[row], scores[row], strict=True) if c >= 0]
             for row, i in enumerate(live)
