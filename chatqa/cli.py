@@ -282,9 +282,7 @@ def cmd_eval_conversations(args) -> int:
 
     decoder = None
     if args.mode != "extractive":
-        from knowledge.base import default_data_dir
-
-        decoder = GenerativeDecoder((args.data_dir or default_data_dir()) / "models")
+        decoder = GenerativeDecoder()
         decoder.warm_up()
     report = evaluate_conversations(args.file, args.squad, mode=args.mode, reader=ExtractiveReader(args.reader),
                                     decoder=decoder)

@@ -15,16 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from chatqa.decoder import (
-    DecoderUnavailable,
-    GenerativeDecoder,
-    abstention_answer,
-    decoder_registry,
-    evidence_sentence,
-    template_answer,
-)
+from chatqa.decide import AbstentionPolicy, Signals, coverage, reader_signal
+from chatqa.decoder import DecoderUnavailable, GenerativeDecoder, decoder_registry
 from chatqa.dialog import DialogManager, Exchange
+from chatqa.grounding import abstention_answer, evidence_sentence, support, supporting_span, template_answer
 from chatqa.log import ConversationLog
+from chatqa.models.sources import DEFAULT_DECODER
+from chatqa.prompt import citations, prompt_passages
 from chatqa.reader import ExtractiveReader
 from chatqa.registry import ModelRegistry, ModelVersion
 from chatqa.turn import ANSWER_MODES, AnswerSpan, TurnResult
@@ -83,6 +80,7 @@ class ChatEngine:
         settings: EngineSettings | None = None,
         registry: ModelRegistry | None = None,
         decoder_registry: ModelRegistry | None = None,
+        policy: AbstentionPolicy | None = None,
     ):
         self.kb = kb
         self.reader = reader
@@ -95,6 +93,7 @@ class ChatEngine:
         self.log = log
         self.dialog = dialog if dialog is not None else DialogManager()
         self.settings = settings if settings is not None else EngineSettings()
+        self.policy = policy if policy is not None else AbstentionPolicy.load()
         self._memory: dict[str, list[Exchange]] = {}  # history when there is no log
 
     def warm_up(self, *, decoder: bool = True) -> None:
@@ -103,18 +102,6 @@ class ChatEngine:
         self.reader.warm_up()
         if decoder and self.decoder is not None:
             self.decoder.warm_up()
-
-    # -- history ---------------------------------------------------------------------------------------------------
-    def history(self, conversation_id: str | None) -> list[Exchange]:
-        if conversation_id is None:
-            return []
-        if self.log is not None:
-            try:
-                turns = self.log.history(conversation_id)
-            except Exception:  # an unknown id starts a new conversation
-                return []
-            return [Exchange(t.standalone_question, t.span_text or "") for t in turns][-self.dialog.max_history :]
-        return self._memory.get(conversation_id, [])[-self.dialog.max_history :]
 
     # -- answering -------------------------------------------------------------------------------------------------
     def ask(self, question: str, conversation_id: str | None = None, **overrides) -> TurnResult:
@@ -134,7 +121,7 @@ class ChatEngine:
         self.sync_decoder()
 
         t = time.perf_counter()
-        history = self.history(conversation_id)
+        history, exchanges = self._history(conversation_id)
         standalone = self.dialog.condense(question, history)
         timings["condense"] = time.perf_counter() - t
         if standalone != question:
@@ -145,57 +132,117 @@ class ChatEngine:
         timings["search"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        threshold = self.answer_threshold() - settings.strictness
         read = self.reader.read_batch([standalone], [[h.text for h in hits]], top_k=1)[0]
         best = read.answers[0] if read.answers else None
-        abstained = best is None or read.no_answer_score - best.score > threshold
+        span = None if best is None else AnswerSpan(
+            passage_index=best.passage_index, chunk_id=hits[best.passage_index].chunk_id,
+            doc_id=hits[best.passage_index].doc_id, doc_name=hits[best.passage_index].doc_name, start=best.start,
+            end=best.end, text=best.text, score=best.score, no_answer_score=best.no_answer_score,
+        )
+        signals = Signals(
+            reader=reader_signal(None if best is None else best.score, 0.0 if best is None else best.no_answer_score,
+                                 self.answer_threshold(), settings.strictness),
+            coverage=coverage(standalone, [h.text for h in hits]),
+        )
         timings["read"] = time.perf_counter() - t
 
-        span = None
-        mode = "extractive"
         t = time.perf_counter()
-        if abstained:
-            answer = abstention_answer([h.doc_name for h in hits])
-            yield TurnEvent("token", answer)
-        else:
-            hit = hits[best.passage_index]
-            span = AnswerSpan(
-                passage_index=best.passage_index, chunk_id=hit.chunk_id, doc_id=hit.doc_id, doc_name=hit.doc_name,
-                start=best.start, end=best.end, text=best.text, score=best.score,
-                no_answer_score=best.no_answer_score,
-            )
-            sentence = evidence_sentence(hit.text, best.start, best.end)
-            answer = None
-            if self._use_decoder(settings.mode):
-                try:
-                    for event in self.decoder.compose(standalone, best.text, sentence, history=[(h.question, h.answer) for h in history]):
-                        if event.kind == "token":
-                            yield TurnEvent("token", event.text)
-                        else:
-                            answer = event.text
-                            mode = "generative" if event.kept else "extractive"
-                            if not event.kept:
-                                yield TurnEvent("replace", answer)
-                except DecoderUnavailable as e:
-                    logger.warning("decoder unavailable, answering extractively: %s", e)
-                    if settings.mode == "generative":
-                        yield TurnEvent("status", f"The generative decoder is unavailable ({e}); showing the extracted answer.")
-            if answer is None:
-                answer = template_answer(standalone, best.text, sentence)
-                yield TurnEvent("token", answer)
-        timings["compose"] = time.perf_counter() - t
-
         result = TurnResult(
-            question=question, standalone_question=standalone, answer=answer, mode=mode, abstained=abstained,
+            question=question, standalone_question=standalone, answer="", mode="extractive", abstained=False,
             span=span, passages=hits, timings=timings, model_versions=self.model_versions(),
             conversation_id=conversation_id,
         )
+        if self._use_decoder(settings.mode):
+            yield from self._compose_generative(result, signals, exchanges, settings.mode)
+        else:
+            yield from self._compose_extractive(result, signals)
+        result.signals = signals.as_dict() | result.signals
+        timings["compose"] = time.perf_counter() - t
+
         if conversation_id is not None:
             if self.log is not None:
                 self.log.record(conversation_id, result)
             else:
-                self._memory.setdefault(conversation_id, []).append(Exchange(standalone, best.text if best and not abstained else ""))
-        yield TurnEvent("final", answer, result)
+                self._memory.setdefault(conversation_id, []).append(
+                    Exchange(standalone, span.text if span is not None and not result.abstained else "")
+                )
+        yield TurnEvent("final", result.answer, result)
+
+    def _abstain(self, result: TurnResult) -> str:
+        result.abstained, result.span, result.evidence, result.mode = True, None, None, "extractive"
+        result.answer = abstention_answer([h.doc_name for h in result.passages])
+        return result.answer
+
+    def _compose_extractive(self, result: TurnResult, signals: Signals) -> Iterator[TurnEvent]:
+        """The reader's span and its sentence, when the reader's margin clears its threshold."""
+        span = result.span
+        if span is None or signals.reader < 0:
+            yield TurnEvent("token", self._abstain(result))
+            return
+        passage = result.passages[span.passage_index].text
+        result.answer = template_answer(result.standalone_question, span.text,
+                                        evidence_sentence(passage, span.start, span.end))
+        result.evidence = (span.passage_index, span.start, span.end)
+        yield TurnEvent("token", result.answer)
+
+    def _compose_generative(
+        self, result: TurnResult, signals: Signals, exchanges: list[tuple[str, str]], mode: str
+    ) -> Iterator[TurnEvent]:
+        """The decoder's answer from the top passages, decided on before its first token is shown (see
+        :mod:`chatqa.decide`); the reader's extractive answer when the decoder cannot be loaded."""
+        if not self.policy.answers(signals):
+            yield TurnEvent("token", self._abstain(result))
+            return
+        span = result.span
+        reader_span = None if span is None else (span.passage_index, span.start, span.end)
+        shown = prompt_passages(result.passages, result.standalone_question, reader_span,
+                                self.decoder.config.passage_chars)
+        draft, logprobs = "", []
+        try:
+            for piece in self.decoder.answer(result.standalone_question, shown, exchanges):
+                draft += piece.text
+                logprobs += piece.logprobs
+                yield TurnEvent("token", piece.text)
+        except DecoderUnavailable as e:
+            logger.warning("decoder unavailable, answering extractively: %s", e)
+            if mode == "generative":
+                yield TurnEvent("status", f"The generative decoder is unavailable ({e}); showing the extracted answer.")
+            yield from self._compose_extractive(result, replace(signals, reader=max(signals.reader, 0.0)))
+            return
+        draft = draft.strip()
+        sources = [p.text for p in shown]
+        result.signals = {"support": round(support(draft, sources), 4),
+                          "mean_logprob": round(sum(logprobs) / len(logprobs), 4) if logprobs else None}
+        if not draft or self.policy.retracts(replace(signals, support=result.signals["support"])):
+            logger.info("draft retracted (support %s): %r", result.signals["support"], draft)
+            yield TurnEvent("replace", self._abstain(result))
+            return
+        result.mode = "generative"
+        result.citations = citations(draft, shown)
+        result.cited_numbers = {p.index: p.number for p in shown}
+        prefer = result.citations or [p.index for p in shown]
+        result.evidence = supporting_span(draft, [h.text for h in result.passages], reader_span, prefer)
+        if not result.citations and result.evidence is not None and result.evidence[0] in result.cited_numbers:
+            # the model did not cite: the app names the passage that supports the answer
+            suffix = f" [{result.cited_numbers[result.evidence[0]]}]"
+            draft += suffix
+            result.citations = [result.evidence[0]]
+            yield TurnEvent("token", suffix)
+        result.answer = draft
+
+    def _history(self, conversation_id: str | None) -> tuple[list[Exchange], list[tuple[str, str]]]:
+        """The dialog manager's exchanges (question, the reader's span) and the decoder's (question, answer shown)."""
+        if conversation_id is None:
+            return [], []
+        if self.log is None:
+            exchanges = self._memory.get(conversation_id, [])[-self.dialog.max_history :]
+            return exchanges, [(e.question, e.answer) for e in exchanges]
+        try:
+            turns = self.log.history(conversation_id)[-self.dialog.max_history :]
+        except Exception:  # an unknown id starts a new conversation
+            return [], []
+        return ([Exchange(t.standalone_question, t.span_text or "") for t in turns],
+                [(t.question, t.answer) for t in turns])
 
     def sync_reader(self) -> None:
         """Switch to the registry's active reader version when it changed (a retrain promoted one, or the person
@@ -219,7 +266,8 @@ class ChatEngine:
 
     def _load_decoder(self, version: ModelVersion) -> GenerativeDecoder:
         folder = None if version.path is None else self.decoder_registry.checkpoint(version)
-        decoder = GenerativeDecoder(self.decoder.models_dir, model_folder=folder, config=self.decoder.config)
+        decoder = GenerativeDecoder(self.decoder.cache_dir, model=self.decoder.source.name, model_folder=folder,
+                                    config=self.decoder.config)
         if self.decoder.is_loaded:
             decoder.warm_up()
         return decoder
@@ -297,7 +345,7 @@ def reader_scores(checkpoint) -> list[tuple[str, dict]]:
 
 def open_engine(
     data_dir=None, *, settings: EngineSettings | None = None, reader_checkpoint=None, decoder: bool = True,
-    lazy: bool = False,
+    lazy: bool = False, decoder_model: str = DEFAULT_DECODER,
 ) -> ChatEngine:
     """The engine over one data directory: its knowledge base (seeded with the bundled documents on first use),
     the shipped reader (or `reader_checkpoint`), the decoder converted into `models/`, and the conversation log.
@@ -311,14 +359,14 @@ def open_engine(
     if not lazy:
         seed_bundled_documents(kb.open())
     registry = ModelRegistry(kb.data_dir) if reader_checkpoint is None else None
-    decoders = decoder_registry(kb.data_dir)
+    decoders = decoder_registry(kb.data_dir, decoder_model)
     active_decoder = decoders.active()
     return ChatEngine(
         kb,
         ExtractiveReader(registry.checkpoint() if registry is not None else reader_checkpoint),
         registry=registry,
         decoder=GenerativeDecoder(
-            kb.data_dir / "models", model_folder=None if active_decoder.path is None else decoders.checkpoint()
+            model=decoder_model, model_folder=None if active_decoder.path is None else decoders.checkpoint()
         ) if decoder else None,
         decoder_registry=decoders if decoder else None,
         log=ConversationLog(kb.data_dir),

@@ -36,8 +36,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from chatqa.decoder import evidence_sentence, prompt_messages, template_answer
+from chatqa.decoder import DecoderConfig
+from chatqa.grounding import evidence_sentence, template_answer
 from chatqa.log import ConversationLog, LoggedTurn
+from chatqa.prompt import prompt_messages, prompt_passages
 from knowledge.errors import ChatQAError
 from knowledge.files import atomic_write
 
@@ -64,6 +66,8 @@ class FeedbackExample:
     source: Source
     reply: str | None = None  # positives: the reply the decoder should give (chat export)
     history: tuple[tuple[str, str], ...] = ()  # earlier (standalone question, answer span) pairs of the conversation
+    passages: tuple = ()  # every passage the turn read (LoggedPassage), for the decoder's prompt
+    rank: int = 0  # which of them is ``context``
 
     @property
     def is_impossible(self) -> bool:
@@ -146,7 +150,7 @@ def _turn_examples(turn: LoggedTurn, history: tuple[tuple[str, str], ...]) -> It
             reply = template_answer(turn.standalone_question, text, evidence_sentence(context, start, end))
         return FeedbackExample(
             f"t{turn.id}-p{rank}", turn.conversation_id, turn.id, turn.standalone_question, context, start, text,
-            source, reply if start is not None else None, history,
+            source, reply if start is not None else None, history, tuple(turn.passages), rank,
         )
 
     answered = None if turn.abstained or turn.span_rank not in passages else turn.span_rank
@@ -196,17 +200,35 @@ def squad_json(examples: list[FeedbackExample]) -> dict:
 
 
 def chat_records(examples: list[FeedbackExample]) -> list[dict]:
-    """Chat JSONL records for the decoder: one per positive example."""
+    """Chat JSONL records for the decoder: one per positive, with the prompt rebuilt as the decoder saw it (the
+    turn's passages, numbered and cut the same way, the example's passage always among them). A corrected span's
+    reply is the extractive template citing its passage."""
+    budgets = DecoderConfig().passage_chars
     records = []
     for ex in examples:
         if ex.is_impossible:
             continue
         end = ex.answer_start + len(ex.answer_text)
-        messages = prompt_messages(ex.question, ex.answer_text, evidence_sentence(ex.context, ex.answer_start, end),
-                                   ex.history)
-        messages.append({"role": "assistant", "content": ex.reply})
+        passages = list(ex.passages) or [_Passage(ex.context)]
+        index = next((i for i, p in enumerate(passages) if getattr(p, "rank", 0) == ex.rank), 0)
+        shown = prompt_passages(passages, ex.question, (index, ex.answer_start, end), budgets)
+        reply = ex.reply
+        if ex.source != "thumbs_up":
+            number = next(p.number for p in shown if p.index == index)
+            reply = f"{template_answer(ex.question, ex.answer_text, evidence_sentence(ex.context, ex.answer_start, end))} [{number}]"
+        messages = prompt_messages(ex.question, shown, ex.history)
+        messages.append({"role": "assistant", "content": reply})
         records.append({"id": ex.id, "conversation_id": ex.conversation_id, "source": ex.source, "messages": messages})
     return records
+
+
+@dataclass(frozen=True)
+class _Passage:
+    """An example's context as a passage of its own (an example built without the turn's passages)."""
+
+    text: str
+    doc_name: str = "document"
+    page: int | None = None
 
 
 def render(examples: list[FeedbackExample], fmt: str) -> str:

@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ _SCHEMA = (
         answer TEXT NOT NULL, mode TEXT, abstained INTEGER NOT NULL, span_rank INTEGER, span_chunk_id INTEGER,
         span_doc_id INTEGER, span_start INTEGER, span_end INTEGER, span_text TEXT, span_score REAL,
         no_answer_score REAL, latency_seconds REAL, timings TEXT, model_versions TEXT, created TEXT NOT NULL,
-        UNIQUE (conversation_id, turn_index))""",
+        details TEXT, UNIQUE (conversation_id, turn_index))""",
     """CREATE TABLE IF NOT EXISTS retrievals (
         turn_id INTEGER NOT NULL REFERENCES turns(id), rank INTEGER NOT NULL, chunk_id INTEGER, doc_id INTEGER,
         doc_name TEXT, chunk_text TEXT NOT NULL, chunk_start INTEGER, chunk_end INTEGER, score REAL,
@@ -59,7 +59,7 @@ _SCHEMA = (
 _TURN_COLUMNS = (
     "id, conversation_id, turn_index, question, standalone_question, answer, mode, abstained, span_rank, "
     "span_chunk_id, span_doc_id, span_start, span_end, span_text, span_score, no_answer_score, latency_seconds, "
-    "timings, model_versions, created"
+    "timings, model_versions, created, details"
 )
 _FEEDBACK_COLUMNS = (
     "id, turn_id, rating, corrected_rank, corrected_start, corrected_end, corrected_text, typed_answer, comment, "
@@ -154,6 +154,14 @@ class LoggedTurn:
     created: str
     passages: list[LoggedPassage]
     feedback: LoggedFeedback | None  # the latest, the one that counts
+    details: dict = field(default_factory=dict)  # evidence (rank, start, end), citations, decision signals
+
+    @property
+    def evidence(self) -> tuple[int, int, int] | None:
+        """The highlighted evidence: ``(rank, start, end)`` in a passage; the reader's span for older turns."""
+        if self.details.get("evidence") is not None:
+            return tuple(self.details["evidence"])
+        return None if self.span_rank is None else (self.span_rank, self.span_start, self.span_end)
 
 
 def _now() -> str:
@@ -188,6 +196,8 @@ class ConversationLog:
                         db.execute(statement)
                     if "page" not in db["retrievals"].columns_dict:  # a log written before pages were kept
                         db.execute("ALTER TABLE retrievals ADD COLUMN page INTEGER")
+                    if "details" not in db["turns"].columns_dict:  # a log written before answers had evidence
+                        db.execute("ALTER TABLE turns ADD COLUMN details TEXT")
             except BaseException:
                 db.close()
                 raise
@@ -270,6 +280,7 @@ class ConversationLog:
             turns.append(LoggedTurn(
                 *row[:7], bool(row[7]), *row[8:16], row[16] or 0.0, json.loads(row[17] or "{}"),
                 json.loads(row[18] or "{}"), row[19], passages, None if latest is None else LoggedFeedback(*latest),
+                json.loads(row[20] or "{}"),
             ))
         return turns
 
@@ -293,6 +304,7 @@ class ConversationLog:
                     ]
                 ),
                 sum(timings.values()), json.dumps(timings), json.dumps(dict(turn.model_versions), default=str), now,
+                json.dumps(turn.details(), default=float),
             ]
             passages = [
                 [rank, int(h.chunk_id), int(h.doc_id), h.doc_name, h.text, int(h.start), int(h.end), float(h.score),

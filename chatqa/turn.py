@@ -43,3 +43,12 @@ class TurnResult:
     model_versions: dict[str, str] = field(default_factory=dict)  # role → version, e.g. {"reader": "default"}
     conversation_id: str | None = None
     turn_id: int | None = None  # row id in the conversation log, once recorded
+    evidence: tuple[int, int, int] | None = None  # what to highlight: (passage index, start, end) in that passage
+    citations: list[int] = field(default_factory=list)  # passage indices the answer cites as [n], in order
+    cited_numbers: dict[int, int] = field(default_factory=dict)  # passage index → the n it was shown to the decoder as
+    signals: dict[str, float | None] = field(default_factory=dict)  # what the answer-or-abstain decision looked at
+
+    def details(self) -> dict:
+        """What the conversation log keeps of the answer beyond its span: evidence, citations, signals."""
+        return {"evidence": None if self.evidence is None else list(self.evidence), "citations": self.citations,
+                "cited_numbers": {str(k): v for k, v in self.cited_numbers.items()}, "signals": self.signals}

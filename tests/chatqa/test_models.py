@@ -55,37 +55,6 @@ def test_the_default_decoder_is_pinned_to_the_issue_checksum():
 
 
 # -- a tiny random Qwen2, converted for CTranslate2 ---------------------------------------------------
-WORDS = ["the", "timeout", "parameter", "use", "answer", "passage", "question", "yes", "no", "[1]", ".", ":"]
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen(tmp_path_factory):
-    """A 2-layer random Qwen2 with a word-level tokenizer and a ChatML template, saved as a transformers folder."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("ctranslate2")
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {w: i for i, w in enumerate([*specials, "<unk>", "system", "user", "assistant", "\n", *WORDS])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        unk_token="<unk>", additional_special_tokens=specials)
-    tokenizer.chat_template = (
-        "{% for m in messages %}<|im_start|> {{ m['role'] }} \n {{ m['content'] }} <|im_end|> \n {% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|> assistant \n {% endif %}"
-    )
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False, eos_token_id=vocab["<|im_end|>"], bos_token_id=0)
-    folder = tmp_path_factory.mktemp("tiny") / "hf"
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_prepare_resumes_from_the_transformers_folder_without_the_packages(tiny_qwen, tmp_path, monkeypatch):
     """An interrupted first start that got as far as the transformers folder converts on from there."""
     import shutil
@@ -97,3 +66,25 @@ def test_prepare_resumes_from_the_transformers_folder_without_the_packages(tiny_
     lines = []
     assert conversion.prepare_decoder(source, tmp_path / "models", lines.append) == folder
     assert conversion.is_ct2_folder(folder / "ct2") and any("converting" in line for line in lines)
+def test_a_model_marked_as_gguf_quantized_saves_once_the_quantizer_is_cleared(tmp_path):
+    torch = pytest.importorskip("torch")
+    from transformers import GgufConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    model = LlamaForCausalLM(config)
+    # what from_pretrained(..., gguf_file=...) leaves on a model without dequantize=True
+    model.hf_quantizer = type("Quantizer", (), {"is_serializable": lambda self: False,
+                                                "quantization_config": GgufConfig()})()
+    model.quantization_method, model.is_quantized = "gguf", True
+    model.config.quantization_config, model.config._is_quantized = GgufConfig(), True
+    with pytest.raises(ValueError, match="not serializable"):
+        model.save_pretrained(tmp_path / "refused")
+    conversion._clear_quantizer(model)
+    model.save_pretrained(tmp_path / "saved")
+    assert "quantization_config" not in (tmp_path / "saved" / "config.json").read_text()
+    again = LlamaForCausalLM.from_pretrained(tmp_path / "saved")
+    assert torch.equal(again.lm_head.weight, model.lm_head.weight)
+
+

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chatqa import decoder as decoder_module
-from chatqa.decoder import DECODER_FOLDER, DecoderUnavailable, GenerativeDecoder
+from chatqa.decoder import DecoderUnavailable, GenerativeDecoder
 from chatqa.registry import SHIPPED
 from finetune.decoder import (
     DecoderRetrainConfig,

@@ -1,0 +1,110 @@
+"""Answer or abstain: the decision taken around the decoder, from signals calibrated on a dev set.
+
+The decoder itself never abstains reliably (told to say "I don't know", the 0.5B model also refused 44% of
+answerable questions; asked zero-shot whether the passages answer the question, it ranked worse than chance), so
+the decision comes from signals around it:
+
+- before drafting, from the question and what was read: the reader's no-answer margin (relative to its calibrated
+  threshold) and how many of the question's content words the passages hold at all. A logistic score of these
+  decides whether the draft is shown; answering this early keeps the answer streaming from its first token.
+- after drafting, as a guard for the rare draft that the passages do not support: when too few of the draft's
+  content words occur in the passages it was shown, the draft is retracted and the abstention shown instead.
+
+The policy's numbers live in ``chatqa/models/abstention.json`` with how they were calibrated (``python -m finetune
+abstention``); without that file the reader's own threshold decides alone, as in extractive mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from chatqa.grounding import content_words
+
+logger = logging.getLogger(__name__)
+
+POLICY_PATH = Path(__file__).parent / "models" / "abstention.json"
+FEATURES = ("reader", "coverage")
+READER_CLAMP = 12.0  # reader margins beyond this say nothing more; no span at all counts as -READER_CLAMP
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the decision looks at, for one turn (also logged with it)."""
+
+    reader: float  # reader's span score − no-answer score + its calibrated threshold − strictness: > 0 answers
+    coverage: float  # share of the question's content words found in the passages read
+    support: float | None = None  # share of the draft's content words found in the passages it was shown
+    mean_logprob: float | None = None  # mean log-probability of the draft's tokens
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {k: (None if v is None else round(float(v), 4)) for k, v in asdict(self).items()}
+
+
+def reader_signal(span_score: float | None, no_answer_score: float, threshold: float, strictness: float = 0.0) -> float:
+    """The reader's margin over its threshold, clamped; ``span_score`` None (no span at all) is the floor."""
+    if span_score is None:
+        return -READER_CLAMP
+    return max(-READER_CLAMP, min(READER_CLAMP, span_score - no_answer_score + threshold - strictness))
+
+
+def coverage(question: str, passages: Sequence[str]) -> float:
+    """The share of ``question``'s content words that occur in ``passages`` (1.0 for a question without any)."""
+    words = content_words(question)
+    if not words:
+        return 1.0
+    found = set().union(*(content_words(p) for p in passages)) if passages else set()
+    return len(words & found) / len(words)
+
+
+@dataclass(frozen=True)
+class AbstentionPolicy:
+    """A logistic score over :data:`FEATURES` (answer when it is at least ``threshold``) and the draft guard."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"reader": 1.0, "coverage": 0.0})
+    bias: float = 0.0
+    threshold: float = 0.0
+    min_support: float | None = None  # retract a draft whose support is below this (None: never)
+    calibration: dict = field(default_factory=dict)  # how the numbers were obtained, and what they scored
+
+    def __post_init__(self) -> None:
+        unknown = set(self.weights) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"unknown abstention features {sorted(unknown)}; known: {', '.join(FEATURES)}")
+
+    def score(self, signals: Signals) -> float:
+        return self.bias + sum(w * float(getattr(signals, name)) for name, w in self.weights.items())
+
+    def answers(self, signals: Signals) -> bool:
+        """Before drafting: whether to answer at all."""
+        return self.score(signals) >= self.threshold
+
+    def retracts(self, signals: Signals) -> bool:
+        """After drafting: whether the draft is so poorly supported that the abstention replaces it."""
+        return self.min_support is not None and signals.support is not None and signals.support < self.min_support
+
+    def probability(self, signals: Signals) -> float:
+        """The logistic score as a probability that the question is answerable from the passages."""
+        z = self.score(signals)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -50 else 0.0
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> AbstentionPolicy:
+        """The calibrated policy at ``path`` (default: the shipped one); the reader-only default when absent."""
+        path = Path(path) if path is not None else POLICY_PATH
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as e:
+            logger.error("ignoring the abstention policy %s (%s): the reader decides alone", path, e)
+            return cls()
+        return cls(weights=dict(data["weights"]), bias=float(data["bias"]), threshold=float(data["threshold"]),
+                   min_support=data.get("min_support"), calibration=data.get("calibration", {}))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, ensure_ascii=False) + "\n"
