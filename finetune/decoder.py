@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from chatqa.decoder import GenerativeDecoder, decoder_registry
-from chatqa.grounding import evidence_sentence
 from chatqa.export import FeedbackExample, chat_records, feedback_examples
+from chatqa.grounding import evidence_sentence
 from chatqa.log import ConversationLog
 from finetune.from_logs import split_examples
 from knowledge.base import default_data_dir
