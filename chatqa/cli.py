@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from chatqa.models.sources import DECODERS, DEFAULT_DECODER
 from chatqa.terminal import json_safe, terminal_safe
 from chatqa.turn import ANSWER_MODES
 from knowledge.errors import ChatQAError, MissingDataDir
@@ -131,7 +132,8 @@ def _engine(args, *, must_exist: bool = False):
 
     data_dir = _data_dir(args, must_exist=must_exist)
     new = not (data_dir / DB_NAME).exists()
-    engine = open_engine(data_dir, settings=EngineSettings(mode=args.mode, k=args.k), reader_checkpoint=args.reader)
+    engine = open_engine(data_dir, settings=EngineSettings(mode=args.mode, k=args.k), reader_checkpoint=args.reader,
+                         decoder_model=args.decoder)
     if new:
         print(f"note: created the data directory {terminal_safe(data_dir)}, with the bundled guide to ChatQA",
               file=sys.stderr)
@@ -166,15 +168,22 @@ def _answer(engine, question: str, conversation: str | None, *, stream: bool):
 
 
 def _print_sources(result) -> None:
-    for rank, hit in enumerate(result.passages, 1):
+    """The passages read, numbered as the answer cites them ([n] = what the decoder was shown as n; the others by
+    rank after them), the evidence of the answer marked [[…]]."""
+    numbers = result.cited_numbers or {i: i + 1 for i in range(len(result.passages))}
+    after = len(numbers)
+    labels = {i: numbers.get(i) or (after := after + 1) for i in range(len(result.passages))}
+    for i in sorted(labels, key=labels.get):
+        hit = result.passages[i]
         where = terminal_safe(hit.doc_name) + (f", page {hit.page}" if hit.page else "")
         text = hit.text
-        if result.span is not None and result.span.passage_index == rank - 1:
-            s, e = result.span.start, result.span.end
+        if result.evidence is not None and result.evidence[0] == i:
+            s, e = result.evidence[1], result.evidence[2]
             text = text[:s] + "[[" + text[s:e] + "]]" + text[e:]
             lo = max(0, s - 150)
             text = ("…" if lo else "") + text[lo : e + 160] + ("…" if e + 160 < len(hit.text) else "")
-        print(f"  [{rank}] {where} (score {hit.score:.3f}): {_snippet(text, 360)}")
+        cited = " cited" if i in result.citations else ""
+        print(f"  [{labels[i]}]{cited} {where} (score {hit.score:.3f}): {_snippet(text, 360)}")
 
 
 def cmd_ask(args) -> int:
@@ -396,8 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     answering.add_argument("--k", type=_int_between(1, MAX_ANSWER_K), default=5,
                            help=f"passages read per question, at most {MAX_ANSWER_K} (default 5)")
     answering.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the shipped one)")
+    answering.add_argument("--decoder", choices=list(DECODERS), default=DEFAULT_DECODER,
+                           help=f"generative decoder (default {DEFAULT_DECODER}; others: `make decoder DECODER=NAME`)")
     p = commands.add_parser("ask", parents=[common, answering], help="answer one question from the knowledge base",
-                            description="Answer one question, with its sources and the answer span marked [[…]].")
+                            description="Answer one question, with its sources and the answer's evidence marked [[…]].")
     p.add_argument("question")
     p.add_argument("--conversation", default=None,
                    help="continue this conversation (id printed by an earlier ask; see `chatqa conversations`)")
