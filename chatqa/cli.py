@@ -216,6 +216,42 @@ def cmd_eval_conversations(args) -> int:
     return 0
 
 
+def cmd_eval_docs(args) -> int:
+    from tqdm import tqdm
+
+    from chatqa import engine as engine_module
+    from chatqa.evaluation import add_documents, evaluate_docs, format_docs_report, load_docqa_set
+    from knowledge.base import KnowledgeBase
+
+    modes = list(dict.fromkeys(args.mode or ["extractive"]))
+    data_dir = args.data_dir if args.data_dir is not None else args.docs / "kb"
+    data = load_docqa_set(args.file)
+    with KnowledgeBase(data_dir) as kb:  # before the engine opens it, so the bundled guide is not added
+        add_documents(kb, data, args.docs)
+    generative = any(mode != "extractive" for mode in modes)
+    engine = engine_module.open_engine(
+        data_dir, settings=engine_module.EngineSettings(mode=modes[0], k=args.k), reader_checkpoint=args.reader,
+        decoder=generative,
+    )
+    try:
+        engine.warm_up(decoder=generative)
+        n = args.limit
+        turns = len(data["questions"][:n]) + sum(len(c["turns"]) for c in data["conversations"][:n])
+        with tqdm(total=turns * len(modes), desc="asking", unit="turn", disable=args.quiet, leave=False) as bar:
+            def progress(label: str) -> None:
+                bar.set_postfix_str(label)
+                bar.update(1)
+
+            report = evaluate_docs(args.file, args.docs, engine, modes=modes, k=args.k, limit=args.limit,
+                                   progress=progress)
+    finally:
+        engine.kb.close()
+        if engine.log is not None:
+            engine.log.close()
+    print(json.dumps(report) if args.json else format_docs_report(report))
+    return 0
+
+
 def _print_report(report: dict, as_json: bool) -> None:
     """One JSON object on one line, or aligned `key: value` lines."""
     if as_json:
@@ -359,6 +395,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the shipped one)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_conversations)
+    p = ev_commands.add_parser(
+        "docs", parents=[common],
+        help="the app on the doc-QA dev set of real documentation: span F1, answer recall/F1, abstention, latency",
+        description="Ask every question of a doc-QA set (and every conversation, turn by turn) through the engine, "
+                    "per answer mode, over a knowledge base of the set's documents (kept in --data-dir, default "
+                    "DOCS/kb, and reused). Build the documents first: python finetune/data/docqa/build_docs.py DOCS.",
+    )
+    p.add_argument("--docs", required=True, type=Path, help="folder with the set's documents (built by build_docs.py)")
+    p.add_argument("--file", required=True, type=Path, help="doc-QA set (format: finetune/data/docqa/README.md)")
+    p.add_argument("--mode", choices=ANSWER_MODES, action="append", default=None,
+                   help="answer mode; repeat it for several (default extractive)")
+    p.add_argument("--k", type=_positive_int, default=5, help="passages read per question (default 5)")
+    p.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the active one)")
+    p.add_argument("--limit", type=_positive_int, default=None,
+                   help="only the first N questions and the first N conversations")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_docs)
     return parser
 
 
