@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -226,8 +227,10 @@ def cmd_eval_docs(args) -> int:
     modes = list(dict.fromkeys(args.mode or ["extractive"]))
     data_dir = args.data_dir if args.data_dir is not None else args.docs / "kb"
     data = load_docqa_set(args.file)
+    t0 = time.perf_counter()
     with KnowledgeBase(data_dir) as kb:  # before the engine opens it, so the bundled guide is not added
         add_documents(kb, data, args.docs)
+    index_seconds = time.perf_counter() - t0
     generative = any(mode != "extractive" for mode in modes)
     engine = engine_module.open_engine(
         data_dir, settings=engine_module.EngineSettings(mode=modes[0], k=args.k), reader_checkpoint=args.reader,
@@ -242,12 +245,16 @@ def cmd_eval_docs(args) -> int:
                 bar.set_postfix_str(label)
                 bar.update(1)
 
+            details: list[dict] = []
             report = evaluate_docs(args.file, args.docs, engine, modes=modes, k=args.k, limit=args.limit,
-                                   progress=progress)
+                                   progress=progress, details=details)
     finally:
         engine.kb.close()
         if engine.log is not None:
             engine.log.close()
+    report["index_seconds"] = round(index_seconds, 1)  # embedding the documents (0 when the knowledge base existed)
+    if args.details is not None:
+        args.details.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in details), encoding="utf-8")
     print(json.dumps(report) if args.json else format_docs_report(report))
     return 0
 
@@ -410,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the active one)")
     p.add_argument("--limit", type=_positive_int, default=None,
                    help="only the first N questions and the first N conversations")
+    p.add_argument("--details", type=Path, default=None,
+                   help="also write every turn (question, span, answer shown, scores) to this JSONL file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_docs)
     return parser

@@ -166,12 +166,14 @@ def evaluate_docs(
     k: int = 5,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    details: list[dict] | None = None,
 ) -> dict:
     """Run the dev set through `engine` once per mode (see the module docstring for the metrics).
 
     The set's documents are added to `engine.kb` first (kept there, so a second run reuses them). ``limit`` keeps
     the first N single questions and the first N conversations (for a quick look). ``progress`` is called with a
-    short label before each turn.
+    short label before each turn. ``details``, a list, receives one dict per turn: what was asked, shown and
+    scored.
     """
     t0 = time.perf_counter()
     data = load_docqa_set(devset_path)
@@ -188,6 +190,7 @@ def evaluate_docs(
                 progress(f"{mode} {q['id']}")
             result, seconds = timed_turn(engine, q["question"], None, mode=mode, k=k)
             rows["questions"].append(score_turn(result, q, ids[q["document"]], seconds))
+            _detail(details, mode, "questions", q, result, rows["questions"][-1])
         for c in conversations:
             conversation_id = _new_conversation(engine, f"docqa {c['id']} {mode}")
             for index, turn in enumerate(c["turns"]):
@@ -196,7 +199,13 @@ def evaluate_docs(
                 result, seconds = timed_turn(engine, turn["question"], conversation_id, mode=mode, k=k)
                 group = "first_turns" if index == 0 else "followups"
                 rows[group].append(score_turn(result, turn, ids[turn["document"]], seconds))
+                _detail(details, mode, group, {"id": f"{c['id']}.{index + 1}", **turn}, result, rows[group][-1])
         report["modes"][mode] = {group: summarise(rows[group], k) for group in GROUPS}
+        kinds = [q["kind"] for q in questions]
+        report["modes"][mode]["questions_by_kind"] = {
+            kind: summarise([r for r, q_kind in zip(rows["questions"], kinds, strict=True) if q_kind == kind], k)
+            for kind in dict.fromkeys(kinds)
+        }
     report.update(
         documents=len(ids), chunks=engine.kb.store.count_chunks(), questions=len(questions),
         conversations=len(conversations), turns=sum(len(c["turns"]) for c in conversations), k=k,
@@ -204,6 +213,17 @@ def evaluate_docs(
         seconds=round(time.perf_counter() - t0, 1),
     )
     return report
+
+
+def _detail(details: list[dict] | None, mode: str, group: str, item: dict, result, scores: dict) -> None:
+    if details is None:
+        return
+    details.append({
+        "mode": mode, "group": group, "id": item["id"], "kind": item["kind"], "document": item["document"],
+        "question": item["question"], "standalone_question": result.standalone_question, "gold": item["answer"],
+        "span": result.span.text if result.span is not None else None, "answer": result.answer,
+        "answer_mode": result.mode, **{key: round(value, 4) for key, value in scores.items()},
+    })
 
 
 def _new_conversation(engine, title: str) -> str:
@@ -228,4 +248,9 @@ def format_docs_report(report: dict) -> str:
     footer = (f"{report['documents']} documents, {report['chunks']} chunks; {report['questions']} questions, "
               f"{report['conversations']} conversations ({report['turns']} turns); k={report['k']}; "
               f"models {report['models']}; {report['seconds']} s (indexing {report['index_seconds']} s)")
-    return f"{table}\n{footer}"
+    kinds = []
+    for mode, scores in report["modes"].items():
+        for kind, m in scores.get("questions_by_kind", {}).items():
+            kinds.append(f"{mode[:3]}:{kind:<12} n={m['answerable'] + m['unanswerable']:<3} span_f1 {m['span_f1']}  "
+                         f"answer_recall {m['answer_recall']}  abstained {m['abstain_answerable'] if m['answerable'] else m['abstain_unanswerable']}")
+    return "\n".join([table, *kinds, footer])

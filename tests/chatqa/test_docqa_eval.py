@@ -120,7 +120,7 @@ def test_evaluate_docs_on_the_fake_engine(fake_engine, tiny_set, tmp_path):
     assert 0 < questions["answer_f1"] < 100  # the template sentence is longer than the reference
     assert questions["abstain_answerable"] == 0.0 and questions["abstain_unanswerable"] == 1.0
     assert questions["recall@5"] == 1.0 and questions["generative_share"] == 0.0
-    assert 0 < questions["first_token_p50_s"] <= questions["first_token_p95_s"] < 5
+    assert 0 <= questions["first_token_p50_s"] <= questions["first_token_p95_s"] < 5  # rounded to ms: may be 0
     first, follow = report["modes"]["extractive"]["first_turns"], report["modes"]["extractive"]["followups"]
     assert first["answerable"] == 1 and follow["answerable"] == 1
     assert follow["span_f1"] == pytest.approx(100.0)  # "Who designed it?" is resolved from the history
@@ -154,9 +154,16 @@ def test_cli_eval_docs(tiny_set, tmp_path, monkeypatch, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["modes"]["extractive"]["questions"]["span_f1"] == pytest.approx(100.0)
     assert (tmp_path / "kb" / "chatqa.db").exists()  # its own data directory, beside the documents
-    assert main(argv + ["--mode", "extractive", "--limit", "2"]) == 0  # the knowledge base is reused
+    assert report["modes"]["extractive"]["questions_by_kind"]["unanswerable"]["abstain_unanswerable"] == 1.0
+    details = tmp_path / "details.jsonl"
+    assert main(argv + ["--mode", "extractive", "--limit", "2", "--details", str(details)]) == 0  # reused
     out = capsys.readouterr().out
     assert "span_f1" in out and "ext:followups" in out and "2 questions, 1 conversations" in out
+    with knowledge.base.KnowledgeBase(tmp_path / "kb") as kb:
+        assert sorted(d.name for d in kb.list_documents()) == ["eiffel.txt", "penguins.txt"]  # nothing added twice
+    rows = [json.loads(line) for line in details.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q1", "q2", "c1.1", "c1.2"]
+    assert rows[0]["span"] == "Gustave Eiffel" and rows[0]["span_f1"] == 100.0 and rows[3]["group"] == "followups"
 
     assert main(["eval", "docs", "--docs", str(tmp_path / "none"), "--file", str(tiny_set)]) == 1
     assert "missing; build the documents" in capsys.readouterr().err
