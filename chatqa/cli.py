@@ -252,7 +252,7 @@ def cmd_eval_docs(args) -> int:
         engine.kb.close()
         if engine.log is not None:
             engine.log.close()
-    report["index_seconds"] = round(index_seconds, 1)  # embedding the documents (0 when the knowledge base existed)
+    report["index_seconds"] = round(index_seconds, 1)  # adding the documents: embedding them on a new knowledge base
     if args.details is not None:
         args.details.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in details), encoding="utf-8")
     print(json.dumps(report) if args.json else format_docs_report(report))
