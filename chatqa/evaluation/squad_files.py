@@ -1,4 +1,4 @@
-"""Evaluation commands on SQuAD-format files: retrieval recall@k and reader EM/F1 (later, conversation scores)."""
+"""Evaluation on SQuAD-format files: retrieval recall@k, reader EM/F1, the conversation set, threshold calibration."""
 
 from __future__ import annotations
 
