@@ -5,7 +5,8 @@ answerable questions; asked zero-shot whether the passages answer the question, 
 the decision comes from signals around it:
 
 - before drafting, from the question and what was read: the reader's no-answer margin (relative to its calibrated
-  threshold) and how many of the question's content words the passages hold at all. A logistic score of these
+  threshold), how many of the question's content words the passages hold at all, and how close the best passage
+  is to the question in meaning (the embedder's cosine). A logistic score of these
   decides whether the draft is shown; answering this early keeps the answer streaming from its first token.
 - after drafting, as a guard for the rare draft that the passages do not support: when too few of the draft's
   content words occur in the passages it was shown, the draft is retracted and the abstention shown instead.
@@ -28,7 +29,7 @@ from chatqa.grounding import content_words
 logger = logging.getLogger(__name__)
 
 POLICY_PATH = Path(__file__).parent / "models" / "abstention.json"
-FEATURES = ("reader", "coverage")
+FEATURES = ("reader", "coverage", "dense")
 READER_CLAMP = 12.0  # reader margins beyond this say nothing more; no span at all counts as -READER_CLAMP
 
 
@@ -38,6 +39,7 @@ class Signals:
 
     reader: float  # reader's span score − no-answer score + its calibrated threshold − strictness: > 0 answers
     coverage: float  # share of the question's content words found in the passages read
+    dense: float = 0.0  # the best passage's cosine similarity to the question (embedding search)
     support: float | None = None  # share of the draft's content words found in the passages it was shown
     mean_logprob: float | None = None  # mean log-probability of the draft's tokens
 

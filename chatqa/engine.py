@@ -143,6 +143,7 @@ class ChatEngine:
             reader=reader_signal(None if best is None else best.score, 0.0 if best is None else best.no_answer_score,
                                  self.answer_threshold(), settings.strictness),
             coverage=coverage(standalone, [h.text for h in hits]),
+            dense=max((h.dense_score for h in hits if h.dense_score is not None), default=0.0),
         )
         timings["read"] = time.perf_counter() - t
 
