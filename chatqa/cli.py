@@ -359,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the shipped one)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_conversations)
+
+    from chatqa.cli_users import add_users_commands
+
+    add_users_commands(commands, common)
     return parser
 
 
