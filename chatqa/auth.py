@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -259,3 +260,30 @@ class UserStore:
         if entry is None:
             raise UnknownUser(name)
         return entry
+
+
+# -- who may listen where --------------------------------------------------------------------------------------------
+class OpenWithoutSignIn(AuthError):
+    """A server reachable from other machines, without sign-in, and nobody said that was meant."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may well be reachable from elsewhere
+
+
+def check_host(host: str, *, auth: bool, no_auth: bool = False) -> None:
+    """Refuse to serve other machines without sign-in unless ``no_auth`` says it is meant."""
+    if auth and no_auth:
+        raise AuthError("--auth and --no-auth contradict each other; choose one")
+    if not auth and not no_auth and not is_loopback(host):
+        raise OpenWithoutSignIn(
+            f"--host {host} lets other machines reach ChatQA, and without sign-in anyone who reaches it can read "
+            "every conversation and change the documents. Add users with `chatqa users add NAME --admin` and start "
+            "with --auth DATA_DIR/users.json (or $CHATQA_AUTH), or pass --no-auth if everyone on this network may."
+        )
