@@ -226,3 +226,25 @@ def test_a_file_of_ones_own_is_not_deleted_when_added(app, tmp_path):
     own.write_text("The lighthouse was built in 1911 by Mirela Quanz.")
     app.add_files([str(own)], ALICE)
     assert own.exists()
+
+
+def test_over_http_one_user_cannot_list_or_open_anothers_conversation(app):
+    from gradio_client import Client
+
+    alice_id = _ask(app, "When was the Eiffel Tower built?", ALICE)[4]["conversation"]
+    demo, url = _serve(app)
+    try:
+        bob = Client(url, auth=("bob", "bob-password"), verbose=False, download_files=False)
+        assert alice_id not in str(bob.predict(api_name="/past_conversations"))
+        try:
+            opened = bob.predict(alice_id, api_name="/open_conversation")
+        except Exception as e:  # refused by Gradio (not one of bob's choices) or by the app
+            opened = e
+        assert "Eiffel" not in str(opened) and "1887" not in str(opened)
+
+        alice = Client(url, auth=("alice", "alice-password"), verbose=False, download_files=False)
+        assert alice_id in str(alice.predict(api_name="/past_conversations"))
+        opened = alice.predict(alice_id, api_name="/open_conversation")
+        assert "When was the Eiffel Tower built?" in str(opened[0]) and "1887 to 1889" in str(opened[1])
+    finally:
+        demo.close()
