@@ -132,3 +132,43 @@ def _origin(url: str) -> str | None:
     if parts.scheme not in ("http", "https", "ws", "wss"):
         return None  # data:, blob: and the like stay in the page
     return f"{parts.scheme.replace('ws', 'http')}://{parts.netloc}"
+
+
+def test_signing_in_works_within_the_policy_and_hides_admin_controls(tmp_path):
+    """With --auth: Gradio's login page works under the Content-Security-Policy, a wrong password is refused, and a
+    user who is not an admin does not get the controls that change what everyone shares (issue #20, S2)."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (make test installs Debian's chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    app = App(tmp_path / "data", tmp_path / "app.log", "--mode", "extractive",
+              "--auth", "alice:alice-password:admin,bob:bob-password")
+    violations = []
+    try:
+        app.wait_listening()
+        with sync_api.sync_playwright() as p:
+            browser = launch_browser(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto(app.url)
+            password = page.locator("input[type=password]")
+            password.wait_for(timeout=30_000)
+            page.locator("input:not([type=password])").first.fill("bob")
+            password.fill("alice-password")
+            password.press("Enter")
+            page.get_by_text("Incorrect").first.wait_for(timeout=10_000)
+            page.locator("input:not([type=password])").first.fill("bob")
+            password.fill("bob-password")
+            password.press("Enter")
+            wait_status(page)
+            answer = ask(page, "Which file types can ChatQA read?")
+            page.get_by_role("tab", name="Knowledge").click()
+            page.get_by_text("only an admin can add").wait_for(timeout=10_000)
+            bob_sees_upload = page.locator("#chatqa-upload").is_visible()
+            bob_sees_remove = page.locator("#chatqa-remove").is_visible()
+            browser.close()
+    finally:
+        output = app.stop()
+    assert "Traceback" not in output, output
+    assert "PDF" in answer, answer
+    assert not bob_sees_upload and not bob_sees_remove
+    assert violations == []
