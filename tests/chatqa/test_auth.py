@@ -2,11 +2,22 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import stat
 
 import pytest
 
-from chatqa.auth import AuthError, UnknownUser, User, UserStore, hash_password, verify_password
+from chatqa.auth import (
+    AuthError,
+    OpenWithoutSignIn,
+    UnknownUser,
+    User,
+    UserStore,
+    check_host,
+    hash_password,
+    is_loopback,
+    verify_password,
+)
 from chatqa.cli import main
 
 
@@ -103,3 +114,19 @@ def test_users_commands(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.startswith("alice (admin)  API keys: ")
     assert main(["users", "remove", "bob", "--users-file", str(path)]) == 1
     assert "no user 'bob'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.0.1", True), ("localhost", True),
+                                            ("::1", True), ("[::1]", True), ("0.0.0.0", False), ("::", False),
+                                            ("192.168.1.20", False), ("chatqa.example.org", False)])
+def test_which_hosts_need_sign_in(host, loopback):
+    assert is_loopback(host) is loopback
+    if loopback:
+        check_host(host, auth=False)
+    else:
+        with pytest.raises(OpenWithoutSignIn, match=f"--host {re.escape(host)} lets other machines reach ChatQA"):
+            check_host(host, auth=False)
+    check_host(host, auth=True)
+    check_host(host, auth=False, no_auth=True)
+    with pytest.raises(AuthError, match="contradict"):
+        check_host(host, auth=True, no_auth=True)

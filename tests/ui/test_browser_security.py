@@ -61,7 +61,7 @@ def leak_server():
         server.server_close()
 
 
-def test_hostile_documents_and_questions_show_as_text_and_nothing_leaves(tmp_path, leak_server):
+def test_hostile_documents_and_questions_show_as_text_and_nothing_leaves(tmp_path, leak_server, monkeypatch):
     if CHROMIUM is None:
         pytest.skip("no Chromium on this machine (make test installs Debian's chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -74,6 +74,8 @@ def test_hostile_documents_and_questions_show_as_text_and_nothing_leaves(tmp_pat
     subprocess.run([sys.executable, "-m", "chatqa.cli", "kb", "add", str(named), "--data-dir", str(data), "-q"],
                    cwd=REPO, check=True, timeout=600, capture_output=True)
 
+    uploads = tmp_path / "gradio"  # Gradio's temporary folder for this app: uploads land here
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
     app = App(data, tmp_path / "app.log", "--mode", "extractive")
     dialogs, foreign, violations = [], [], []
     try:
@@ -93,6 +95,7 @@ def test_hostile_documents_and_questions_show_as_text_and_nothing_leaves(tmp_pat
             page.locator("#chatqa-upload input[type=file]").set_input_files([str(tracker)])
             page.locator("#chatqa-add").click()
             page.locator("#chatqa-add-report").get_by_text("tracker.md (1 passage)").wait_for(timeout=60_000)
+            left_behind = [p.name for p in uploads.rglob("*") if p.is_file()]  # D8: the upload's copy is gone
             page.wait_for_function(  # the file name as text in the documents table
                 "t => document.querySelector('#chatqa-documents').innerText.includes(t)", arg=HOSTILE_NAME,
                 timeout=10_000,
@@ -117,6 +120,7 @@ def test_hostile_documents_and_questions_show_as_text_and_nothing_leaves(tmp_pat
     assert "Traceback" not in output, output
     assert dialogs == []
     assert foreign == [] and hits == []
+    assert "tracker.md" not in left_behind, left_behind
     assert elements == 0 and n_answers == 2  # no element came from the text
     assert first_question == QUESTION and second_question == question
     assert "PELICAN-42" in first and "<script>alert(2)</script>" in first, first
