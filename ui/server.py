@@ -1,15 +1,17 @@
 """Serving the browser app: :func:`launch` (what ``python run.py`` starts), sign-in, and the security headers.
 
 Every response carries a Content-Security-Policy that lets the page load and connect to nothing but this server,
-so even text that slipped through as HTML could not report to anyone that a document was read. Gradio's page needs
-inline scripts and styles, ``Function()`` (gr.HTML evaluates its template with it), ``data:`` and ``blob:`` images
-and media, and a connection back to this server (fetch, server-sent events, websockets).
+so even text that slipped through as HTML could not report to anyone that a document was read, nor run an inline
+event handler. Gradio's page needs its own inline scripts (given a nonce here), inline styles, ``Function()``
+(gr.HTML evaluates its template with it), ``data:`` and ``blob:`` images and media, and a connection back to this
+server (fetch, server-sent events, websockets).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 
 import gradio as gr
@@ -23,23 +25,28 @@ from ui.render import CSS
 
 logger = logging.getLogger(__name__)
 
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
-    "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data: blob:",
-    "media-src 'self' data: blob:",
-    "font-src 'self' data:",
-    "connect-src 'self'",
-    "worker-src 'self' blob:",
-    "frame-src 'self' blob:",
-    "object-src 'none'",
-    "base-uri 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'self'",
-])
+def content_security_policy(nonce: str) -> str:
+    """The page may load and connect to this server only. Scripts: this server's files, and the inline ones of the
+    page this server rendered (they carry ``nonce``; browsers that know nonces then ignore 'unsafe-inline', which
+    is there for those that do not)."""
+    return "; ".join([
+        "default-src 'self'",
+        f"script-src 'self' 'nonce-{nonce}' 'unsafe-inline' 'unsafe-eval'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' data: blob:",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "frame-src 'self' blob:",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'self'",
+    ])
+
+
 SECURITY_HEADERS = {
-    "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
     "x-frame-options": "SAMEORIGIN",
@@ -49,24 +56,49 @@ AUTH_MESSAGE = "Sign in to ChatQA. An admin gives out accounts with <code>chatqa
 
 
 class SecurityHeaders:
-    """ASGI middleware: :data:`SECURITY_HEADERS` on every HTTP response (replacing any of the same name)."""
+    """ASGI middleware: a Content-Security-Policy with a fresh nonce and :data:`SECURITY_HEADERS` on every HTTP
+    response (replacing any of the same name); in an HTML page, the nonce goes on each ``<script`` the server wrote.
+    (Text a person or a document supplied never reaches that HTML as markup: Gradio writes its configuration as
+    JSON with ``<`` escaped.)"""
 
-    def __init__(self, app, headers: dict[str, str] | None = None):
+    def __init__(self, app):
         self.app = app
-        headers = SECURITY_HEADERS if headers is None else headers
-        self.names = {name.encode("latin-1") for name in headers}
-        self.headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        self.names = {b"content-security-policy", b"content-length", *(n.encode("latin-1") for n in SECURITY_HEADERS)}
+        self.headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in SECURITY_HEADERS.items()]
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        nonce = secrets.token_urlsafe(18)
+        headers = [(b"content-security-policy", content_security_policy(nonce).encode("latin-1")), *self.headers]
+        held: dict = {}  # an HTML response's start, held until its body is complete
+        body: list[bytes] = []
+
+        def start(message, length: int | None):
+            kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.names]
+            if length is None:
+                kept += [(k, v) for k, v in message.get("headers", []) if k.lower() == b"content-length"]
+            else:
+                kept.append((b"content-length", str(length).encode("latin-1")))
+            return {**message, "headers": kept + headers}
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.names]
-                message = {**message, "headers": kept + self.headers}
-            await send(message)
+                content_type = dict((k.lower(), v) for k, v in message.get("headers", [])).get(b"content-type", b"")
+                if content_type.startswith(b"text/html"):
+                    held["start"] = message
+                    return
+                await send(start(message, None))
+            elif message["type"] == "http.response.body" and held:
+                body.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                html = b"".join(body).replace(b"<script", f'<script nonce="{nonce}"'.encode("latin-1"))
+                await send(start(held.pop("start"), len(html)))
+                await send({"type": "http.response.body", "body": html})
+            else:
+                await send(message)
 
         await self.app(scope, receive, send_with_headers)
 

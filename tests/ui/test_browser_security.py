@@ -114,6 +114,13 @@ def test_hostile_documents_and_questions_show_as_text_and_nothing_leaves(tmp_pat
             elements = page.locator("#chatqa-chat img").count()
             n_answers = bot_messages(page).count()
             page.wait_for_timeout(1000)  # time for any late request
+            own_violations = list(violations)
+
+            # belt and braces: markup that did reach the page would still not run
+            page.evaluate("""() => { const d = document.createElement('div');
+                d.innerHTML = '<img src=x onerror="window.__ran = 1">'; document.body.appendChild(d); }""")
+            page.wait_for_timeout(500)
+            injected_ran = page.evaluate("() => window.__ran === 1")
             browser.close()
     finally:
         output = app.stop()
@@ -127,7 +134,8 @@ def test_hostile_documents_and_questions_show_as_text_and_nothing_leaves(tmp_pat
     assert "VERMILION-7" in second and f'<img src="{leak}/leak.png?doc=tracker">' in second, second
     assert f"[1] {HOSTILE_NAME}" in sources, sources
     assert past.startswith(QUESTION[:70] + " · 1 turn"), past  # the list shows the first 70 characters
-    assert violations == []  # the page works within its own policy
+    assert own_violations == []  # the page works within its own policy
+    assert not injected_ran and any("inline event handler" in v for v in violations), violations
     assert "default-src 'self'" in csp and "img-src 'self' data: blob:" in csp
 
 

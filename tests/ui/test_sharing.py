@@ -7,6 +7,7 @@ checks start the real Gradio app over the fake engine on a free port.
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -184,7 +185,10 @@ def test_over_http_nothing_is_served_before_sign_in(app):
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
             page = client.get("/")
-            assert page.status_code == 200 and "content-security-policy" in page.headers
+            assert page.status_code == 200 and page.headers["x-content-type-options"] == "nosniff"
+            nonce = re.search(r"script-src 'self' 'nonce-([^']+)'", page.headers["content-security-policy"]).group(1)
+            assert page.text.count("<script") == page.text.count(f'<script nonce="{nonce}"') >= 3
+            assert nonce not in client.get("/").headers["content-security-policy"]  # a fresh one each time
             assert "Eiffel" not in page.text and "penguins" not in page.text  # no config of the app's own
             for method, path in (("GET", "/config"), ("GET", "/gradio_api/info"), ("POST", "/gradio_api/queue/join"),
                                  ("POST", "/gradio_api/upload"), ("GET", "/gradio_api/file=/etc/hostname")):
