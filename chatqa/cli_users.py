@@ -30,8 +30,12 @@ def _password(args, prompt: str = "Password") -> str:
         return line.rstrip("\r\n")
     if not sys.stdin.isatty():
         raise AuthError("no terminal to ask for the password; pipe it in with --password-stdin")
-    password = getpass.getpass(f"{prompt}: ")
-    if getpass.getpass(f"{prompt} again: ") != password:
+    try:
+        password = getpass.getpass(f"{prompt}: ")
+        again = getpass.getpass(f"{prompt} again: ")
+    except EOFError:
+        raise AuthError("no password given; nothing was changed") from None
+    if again != password:
         raise AuthError("the two passwords differ; nothing was changed")
     return password
 
@@ -42,6 +46,7 @@ def cmd_users_add(args) -> int:
     user = store.add(args.name, _password(args), admin=args.admin)
     store.save()
     print(f"added {'admin ' if user.admin else ''}user {user.name} to {path}")
+    print(f"(the app asks for sign-in when started with: python run.py --auth {path})", file=sys.stderr)
     return 0
 
 

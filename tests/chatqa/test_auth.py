@@ -130,3 +130,24 @@ def test_which_hosts_need_sign_in(host, loopback):
     check_host(host, auth=False, no_auth=True)
     with pytest.raises(AuthError, match="contradict"):
         check_host(host, auth=True, no_auth=True)
+
+
+def test_users_add_at_a_terminal_asks_twice(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "users.json"
+    monkeypatch.setattr("sys.stdin", io.StringIO())
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    answers = iter(["carol-password", "carol-passwort"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    assert main(["users", "add", "carol", "--users-file", str(path)]) == 1
+    assert capsys.readouterr().err.strip() == "error: the two passwords differ; nothing was changed"
+    assert not path.exists()
+
+    def eof(prompt):
+        raise EOFError
+
+    monkeypatch.setattr("getpass.getpass", eof)
+    assert main(["users", "add", "carol", "--users-file", str(path)]) == 1
+    assert capsys.readouterr().err.strip() == "error: no password given; nothing was changed"
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    assert main(["users", "add", "carol", "--users-file", str(path)]) == 1
+    assert "--password-stdin" in capsys.readouterr().err
