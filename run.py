@@ -1,15 +1,18 @@
 """Start ChatQA in the browser.
 
     python run.py [--host 127.0.0.1] [--port 7860] [--data-dir DIR] [--mode extractive|generative|auto] [--k 5]
+                  [--auth USERS_FILE | --auth NAME:PASSWORD[:admin],... | --no-auth]
 
 On a fresh data directory the bundled documents are added first, so the first question already gets an answer.
-`chatqa chat` is the same engine in a terminal.
+`chatqa chat` is the same engine in a terminal. Listening on another address than this machine's own (--host 0.0.0.0)
+needs sign-in (--auth, or $CHATQA_AUTH) or an explicit --no-auth.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,16 +34,26 @@ def main(argv=None) -> int:
     parser.add_argument("--reader", type=Path, default=None,
                         help="a fixed reader checkpoint (default: the data directory's active version)")
     parser.add_argument("--browser", action="store_true", help="open the app in the default web browser")
+    parser.add_argument("--auth", default=os.environ.get("CHATQA_AUTH") or None, metavar="SPEC",
+                        help="require sign-in: a users file (made by `chatqa users add`) or inline users "
+                             "NAME:PASSWORD[:admin],... (default: $CHATQA_AUTH)")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="serve another --host than 127.0.0.1 without sign-in: everyone who reaches it may read "
+                             "every conversation and change the documents")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    _offline()
-    from ui.app import launch
-
     try:
+        from chatqa.auth import UserStore, check_host
+
+        users = None if args.auth is None else UserStore.from_spec(args.auth)
+        check_host(args.host, auth=users is not None, no_auth=args.no_auth)  # before loading anything
+        _offline()
+        from ui.server import launch
+
         launch(args.data_dir, host=args.host, port=args.port, mode=args.mode, k=args.k, reader=args.reader,
-               open_browser=args.browser)
+               open_browser=args.browser, users=users, no_auth=args.no_auth)
     except ChatQAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -537,6 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"generative decoder (default {DEFAULT_DECODER})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_docs)
+
+    from chatqa.cli_users import add_users_commands
+
+    add_users_commands(commands, common)
     return parser
 
 

@@ -3,7 +3,8 @@
 It lives in the knowledge base's ``chatqa.db`` (its own tables, its own WAL connection) and is the raw material of
 "learning from use": ``finetune/`` exports turns and feedback as training data.
 
-Tables: ``conversations`` (uuid4 hex id, title, ISO-8601 UTC created / updated), ``turns`` (question, standalone
+Tables: ``conversations`` (uuid4 hex id, title, ISO-8601 UTC created / updated, owner: the signed-in user who had
+it, NULL without sign-in), ``turns`` (question, standalone
 question, answer, span, scores, timings, model versions), ``retrievals`` (the passages a turn read, with a copy of
 their text: a chunk may later leave the knowledge base, its training examples must not) and ``feedback`` (👍 / 👎,
 an optional corrected span of one retrieved passage or a typed answer; several rows per turn, the latest counts).
@@ -38,7 +39,8 @@ MAX_TEXT_CHARS = 2_000  # comments and typed answers
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS conversations (
-        id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '', created TEXT NOT NULL, updated TEXT NOT NULL)""",
+        id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '', created TEXT NOT NULL, updated TEXT NOT NULL,
+        owner TEXT)""",
     """CREATE TABLE IF NOT EXISTS turns (
         id INTEGER PRIMARY KEY, conversation_id TEXT NOT NULL REFERENCES conversations(id),
         turn_index INTEGER NOT NULL, question TEXT NOT NULL, standalone_question TEXT NOT NULL,
@@ -93,6 +95,7 @@ class ConversationSummary:
     created: str
     updated: str
     n_turns: int
+    owner: str | None = None  # the signed-in user who had it; None: had without sign-in
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class ConversationLog:
                         db.execute("ALTER TABLE retrievals ADD COLUMN page INTEGER")
                     if "details" not in db["turns"].columns_dict:  # a log written before answers had evidence
                         db.execute("ALTER TABLE turns ADD COLUMN details TEXT")
+                    if "owner" not in db["conversations"].columns_dict:  # a log written before sign-in: no owners
+                        db.execute("ALTER TABLE conversations ADD COLUMN owner TEXT")
+                    db.execute("CREATE INDEX IF NOT EXISTS conversations_owner ON conversations (owner, updated)")
             except BaseException:
                 db.close()
                 raise
@@ -217,34 +223,40 @@ class ConversationLog:
         self.close()
 
     # -- conversations ---------------------------------------------------------------------------------------------
-    def new_conversation(self, title: str = "") -> str:
+    def new_conversation(self, title: str = "", *, owner: str | None = None) -> str:
+        """A new, empty conversation; ``owner``: the signed-in user it belongs to (None without sign-in)."""
         conversation_id = uuid.uuid4().hex
         now = _now()
         with self._lock:
             self.db.execute(
-                "INSERT INTO conversations (id, title, created, updated) VALUES (?, ?, ?, ?)",
-                [conversation_id, title.strip(), now, now],
+                "INSERT INTO conversations (id, title, created, updated, owner) VALUES (?, ?, ?, ?, ?)",
+                [conversation_id, title.strip(), now, now, owner],
             )
         return conversation_id
 
-    def conversations(self, limit: int = 50) -> list[ConversationSummary]:
-        """The most recently updated conversations first."""
+    def conversations(self, limit: int = 50, *, owner: str | None = None) -> list[ConversationSummary]:
+        """The most recently updated conversations first: all of them, or with ``owner`` only that user's."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         sql = (
             "SELECT c.id, c.title, (SELECT question FROM turns t WHERE t.conversation_id = c.id "
             "ORDER BY t.turn_index LIMIT 1), c.created, c.updated, "
-            "(SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id) "
-            "FROM conversations c ORDER BY c.updated DESC, c.rowid DESC LIMIT ?"
+            "(SELECT COUNT(*) FROM turns t WHERE t.conversation_id = c.id), c.owner "
+            f"FROM conversations c {'' if owner is None else 'WHERE c.owner = ? '}"
+            "ORDER BY c.updated DESC, c.rowid DESC LIMIT ?"
         )
         with self._lock:
-            rows = self.db.execute(sql, [limit]).fetchall()
-        return [ConversationSummary(r[0], r[1] or r[2] or "", r[3], r[4], r[5]) for r in rows]
+            rows = self.db.execute(sql, [limit] if owner is None else [owner, limit]).fetchall()
+        return [ConversationSummary(r[0], r[1] or r[2] or "", r[3], r[4], r[5], r[6]) for r in rows]
 
-    def history(self, conversation_id: str) -> list[LoggedTurn]:
-        """The conversation's turns in order, with their passages and latest feedback."""
+    def history(self, conversation_id: str, *, owner: str | None = None) -> list[LoggedTurn]:
+        """The conversation's turns in order, with their passages and latest feedback.
+
+        With ``owner``, another user's conversation (or one had without sign-in) is :class:`UnknownConversation`
+        too, so an id alone tells nobody whether it exists."""
         with self._lock:
-            if self.db.execute("SELECT 1 FROM conversations WHERE id = ?", [conversation_id]).fetchone() is None:
+            row = self.db.execute("SELECT owner FROM conversations WHERE id = ?", [conversation_id]).fetchone()
+            if row is None or (owner is not None and row[0] != owner):
                 raise UnknownConversation(conversation_id)
             return self._turns("WHERE conversation_id = ? ORDER BY turn_index", [conversation_id])
 

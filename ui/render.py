@@ -1,13 +1,15 @@
 """HTML and table views of ChatQA's data for the browser app. Pure functions, no Gradio.
 
 Every piece of document text, question and answer goes through :func:`html.escape`: a document that contains
-``<script>`` shows as text. The only markup is this module's own.
+``<script>`` shows as text. The only markup is this module's own. Text for a Markdown component goes through
+:func:`md_text`, messages for the Chatbot (which renders its text as HTML) through :func:`chat_messages`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from html import escape
+from html import escape, unescape
 from typing import Protocol
 
 from knowledge.store import DocumentInfo
@@ -25,6 +27,40 @@ CSS = """
 .chatqa-muted { opacity: 0.7; font-size: 0.92em; }
 .chatqa-error { color: var(--error-text-color, #b91c1c); }
 """
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\](){}!<>&~|$#])")
+
+
+def md_text(text: object) -> str:
+    """``text`` for a Markdown component, shown as written: the characters that would make links, images, HTML,
+    emphasis, code or LaTeX are backslash-escaped."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+_MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&")
+
+
+def chat_text(text: str) -> str:
+    """``text`` as HTML that shows exactly ``text``, changed as little as can be: the Chatbot's copy button copies
+    the message as sent, so only what HTML would read as markup is escaped: ``<`` opening a tag, comment or
+    declaration, and ``&`` starting a character reference. A ``<`` before anything else and every ``>`` are text to
+    an HTML parser, so "a < b" and "R&D" are sent (and copied) unchanged."""
+
+    def escaped(m: re.Match) -> str:
+        if m.group() == "<":
+            return "&lt;"
+        tail = text[m.start() : m.start() + 40]
+        return "&amp;" if unescape(tail) != tail else "&"
+
+    return _MARKUP.sub(escaped, text)
+
+
+def chat_messages(messages: Sequence[dict]) -> list[dict]:
+    """The Chatbot's value: each message's text through :func:`chat_text`. The Chatbot puts its text into the page
+    as HTML even with ``render_markdown=False``; so escaped, ``<script>…</script>`` and ``<img src=…>`` show as
+    text."""
+    return [{**m, "content": chat_text(m["content"])} for m in messages]
 
 
 class Passage(Protocol):
@@ -89,6 +125,20 @@ _KINDS = {
     "text/plain": "text", "text/markdown": "Markdown", "text/html": "HTML", "application/pdf": "PDF",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "DOCX",
 }
+
+
+# The Models tab's two metric columns per role: (header, where in a version's "new" metrics, format).
+VERSION_METRICS = {
+    "reader": [("held-out F1", ("heldout", "f1"), "{:.1f}"), ("SQuAD F1", ("squad", "f1"), "{:.1f}")],
+    "decoder": [("held-out reply loss", ("heldout_loss",), "{:.3f}"), ("span kept", ("span_kept",), "{:.0%}")],
+}
+
+
+def metric(metrics: dict, path: tuple[str, ...], fmt: str = "{:.1f}") -> str:
+    """One value of a version's metrics, formatted ("" when it has none)."""
+    for key in path:
+        metrics = metrics.get(key) if isinstance(metrics, dict) else None
+    return "" if metrics is None else fmt.format(metrics)
 
 
 def document_rows(docs: Sequence[DocumentInfo]) -> list[list]:

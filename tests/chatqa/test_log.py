@@ -322,3 +322,34 @@ def test_a_log_written_before_pages_were_kept_gains_the_column(tmp_path):
     with ConversationLog(tmp_path) as log:
         turn_id = log.record("c1", make_turn())
         assert [p.page for p in log.turn(turn_id).passages] == [None, 3]
+
+
+def test_conversations_belong_to_their_owner(log):
+    alice = log.new_conversation(owner="alice")
+    log.record(alice, make_turn("What did Alice ask?"))
+    bob = log.new_conversation(owner="bob")
+    log.record(bob, make_turn("What did Bob ask?"))
+    anonymous = log.new_conversation()
+    assert [c.id for c in log.conversations(owner="alice")] == [alice]
+    assert [(c.id, c.owner, c.title) for c in log.conversations(owner="bob")] == [(bob, "bob", "What did Bob ask?")]
+    assert {c.id for c in log.conversations()} == {alice, bob, anonymous}  # no sign-in: everything, as before
+    assert [t.question for t in log.history(alice, owner="alice")] == ["What did Alice ask?"]
+    for conversation, owner in ((alice, "bob"), (anonymous, "bob"), ("no-such-id", "bob")):
+        with pytest.raises(UnknownConversation) as error:  # the same error whether or not it exists
+            log.history(conversation, owner=owner)
+        assert str(error.value) == f"no conversation with id {conversation!r} in the conversation log"
+
+
+def test_a_log_written_before_sign_in_gains_an_owner_column(tmp_path):
+    conn = sqlite3.connect(tmp_path / "chatqa.db")
+    conn.execute("CREATE TABLE conversations (id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '', "
+                 "created TEXT NOT NULL, updated TEXT NOT NULL)")
+    conn.execute("INSERT INTO conversations VALUES ('old', 'before sign-in', '2026-01-01', '2026-01-01')")
+    conn.commit()
+    conn.close()
+    with ConversationLog(tmp_path) as log:
+        assert [(c.id, c.owner) for c in log.conversations()] == [("old", None)]
+        assert log.conversations(owner="alice") == []
+        assert log.history("old") == []
+        with pytest.raises(UnknownConversation):
+            log.history("old", owner="alice")

@@ -200,3 +200,65 @@ def test_models_tab_lists_decoder_versions_with_their_own_metrics(app, tmp_path)
     rows, choice, _ = app.activate_version("decoder", "r1")
     assert rows[1][0] == "r1 (active)" and app.engine.decoder_registry.active().id == "r1"
     assert app.engine.registry is None  # the reader's versions were not touched
+
+
+def test_questions_and_answers_reach_the_chat_as_escaped_text(app):
+    """The Chatbot puts its text into the page as HTML: what a person or a document wrote must arrive escaped, so
+    that it shows exactly as written (issue #20, S1). The log keeps the text as it was."""
+    question = "When was the Eiffel Tower built? <img src=x onerror=alert(1)> & why"
+    _, (messages, sources, _, _, session, past) = _final(app, question, new_session())
+    assert messages[-2]["content"] == "When was the Eiffel Tower built? &lt;img src=x onerror=alert(1)> & why"
+    assert "<img" not in sources and "&lt;img src=x onerror=alert(1)&gt;" in sources
+    assert app.log.turn(session["turn_ids"][0]).question == question
+    assert session["messages"][-2]["content"] == question
+    assert past.constructor_args["choices"][0][0].startswith(question)  # the dropdown shows its labels as text
+
+    _, second = _final(app, "When was it built? <b>now</b>", session)
+    note = second[2]
+    assert note.startswith("Searched for:") and "<" not in note and "&lt; b &gt; now" in note  # the rewriter spaced it
+    reopened = app.open_conversation(session["conversation"], new_session())[0]
+    assert reopened[0]["content"] == messages[-2]["content"]
+
+
+def test_markdown_text_and_chat_messages_show_as_written():
+    from ui.render import chat_messages, chat_text, md_text
+
+    assert md_text("![pixel](http://127.0.0.1:9/x.png) <b>a</b> & $$x$$") == (
+        r"\!\[pixel\]\(http://127.0.0.1:9/x.png\) \<b\>a\</b\> \& \$\$x\$\$"
+    )
+    assert chat_messages([{"role": "assistant", "content": "<script>x</script> PELICAN-42"}]) == [
+        {"role": "assistant", "content": "&lt;script>x&lt;/script> PELICAN-42"}
+    ]
+    # only markup is escaped, so the copy button copies ordinary text as it is
+    assert chat_text("R&D costs < 5 € & AT&T said 3>2 <3") == "R&D costs < 5 € & AT&T said 3>2 <3"
+    assert chat_text("&amp; &copy2026 &#60; <!-- x --> <?x> <b>") == (
+        "&amp;amp; &amp;copy2026 &amp;#60; &lt;!-- x --> &lt;?x> &lt;b>"
+    )
+
+
+@pytest.mark.parametrize("text", ["<img src=x onerror=alert(1)>", "a<b>c</b>&amp;&lt;&copy;&#x41;&", "<<</>>&&#",
+                                  "1 < 2 && 3 > 2", "&notin; &notit; &not", "<!DOCTYPE x><?php ?>"])
+def test_chat_text_parses_back_to_the_text(text):
+    """An HTML parser given chat_text(text) finds no markup, only ``text`` itself."""
+    from html.parser import HTMLParser
+
+    from ui.render import chat_text
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.text, self.markup = "", []
+
+        def handle_data(self, data):
+            self.text += data
+
+        def found_markup(self, *what):
+            self.markup.append(what)
+
+        handle_starttag = handle_endtag = handle_startendtag = found_markup
+        handle_comment = handle_decl = handle_pi = unknown_decl = found_markup
+
+    parser = Collect()
+    parser.feed(chat_text(text))
+    parser.close()
+    assert parser.markup == [] and parser.text == text
