@@ -171,9 +171,9 @@ def _answer(engine, question: str, conversation: str | None, *, stream: bool):
 def _print_sources(result) -> None:
     """The passages read, numbered as the answer cites them ([n] = what the decoder was shown as n; the others by
     rank after them), the evidence of the answer marked [[…]]."""
-    numbers = result.cited_numbers or {i: i + 1 for i in range(len(result.passages))}
-    after = len(numbers)
-    labels = {i: numbers.get(i) or (after := after + 1) for i in range(len(result.passages))}
+    from chatqa.turn import source_numbers
+
+    labels = source_numbers(len(result.passages), result.cited_numbers)
     for i in sorted(labels, key=labels.get):
         hit = result.passages[i]
         where = terminal_safe(hit.doc_name) + (f", page {hit.page}" if hit.page else "")

@@ -52,3 +52,17 @@ class TurnResult:
         """What the conversation log keeps of the answer beyond its span: evidence, citations, signals."""
         return {"evidence": None if self.evidence is None else list(self.evidence), "citations": self.citations,
                 "cited_numbers": {str(k): v for k, v in self.cited_numbers.items()}, "signals": self.signals}
+
+
+def source_numbers(n_passages: int, shown: dict[int, int] | None) -> dict[int, int]:
+    """The number each of a turn's passages is listed under: the [n] it was shown to the decoder as (so an answer's
+    citations match the list), the other passages after them by rank; by rank alone when nothing was shown."""
+    shown = {int(i): int(n) for i, n in (shown or {}).items() if 0 <= int(i) < n_passages}
+    if not shown:
+        return {i: i + 1 for i in range(n_passages)}
+    numbers, after = dict(shown), max(shown.values())
+    for i in range(n_passages):
+        if i not in numbers:
+            after += 1
+            numbers[i] = after
+    return numbers

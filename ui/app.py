@@ -105,7 +105,7 @@ class ChatQAApp:
         if self.warm_decoder:
             self.status = "Ready (extractive answers). Loading the generative decoder…"
             try:
-                self.engine.decoder.warm_up()
+                self.engine.decoder.warm_up(progress=self._decoder_progress)
             except Exception as e:
                 logger.warning("decoder unavailable: %s", e)
                 self.status = f"Ready (extractive answers only: the decoder could not be loaded: {e})"
@@ -113,6 +113,9 @@ class ChatQAApp:
                 return
         self.status = "Ready."
         self.warm_done.set()
+
+    def _decoder_progress(self, line: str) -> None:
+        self.status = f"Ready (extractive answers). {line}"
 
     def status_update(self):
         """Timer tick: the status line, and the timer stops once everything is loaded."""
@@ -197,10 +200,10 @@ class ChatQAApp:
                                   quote=False)) from None
         assert result is not None
         session["turn_ids"].append(result.turn_id)
-        span = None if result.span is None else (result.span.passage_index, result.span.start, result.span.end)
         note = f"Searched for: {result.standalone_question}" if result.standalone_question != question else ""
-        sources = sources_html(result.passages, span, question=result.standalone_question, abstained=result.abstained,
-                               turn_id=result.turn_id)
+        sources = sources_html(result.passages, result.evidence, question=result.standalone_question,
+                               abstained=result.abstained, turn_id=result.turn_id, numbers=result.cited_numbers,
+                               cited=result.citations)
         yield (chat_messages(messages), sources, escape(note), skip, session,
                self.conversation_choices(session["conversation"], owner))
 
@@ -241,9 +244,9 @@ class ChatQAApp:
         return chat_messages(session["messages"]), sources, "", *self.hide_correction(session)
 
     def turn_sources(self, turn: LoggedTurn) -> str:
-        span = None if turn.span_rank is None else (turn.span_rank, turn.span_start, turn.span_end)
-        return sources_html(turn.passages, span, question=turn.standalone_question, abstained=turn.abstained,
-                            turn_id=turn.id)
+        return sources_html(turn.passages, turn.evidence, question=turn.standalone_question, abstained=turn.abstained,
+                            turn_id=turn.id, numbers=turn.details.get("cited_numbers"),
+                            cited=turn.details.get("citations", ()))
 
     def _turn_of_message(self, session: dict, index) -> int | None:
         i = index[0] if isinstance(index, (list, tuple)) else index

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from html import escape, unescape
 from typing import Protocol
 
+from chatqa.turn import source_numbers
 from knowledge.store import DocumentInfo
 
 CSS = """
@@ -84,28 +85,35 @@ def highlighted(text: str, start: int, end: int) -> str:
 
 
 def sources_html(
-    passages: Sequence[Passage], span: tuple[int, int, int] | None, *, question: str = "", abstained: bool = False,
-    turn_id: int | None = None,
+    passages: Sequence[Passage], evidence: tuple[int, int, int] | None, *, question: str = "",
+    abstained: bool = False, turn_id: int | None = None, numbers: dict[int, int] | None = None,
+    cited: Sequence[int] = (),
 ) -> str:
-    """The passages a turn read, each with where it comes from, its rank and score: the one holding the answer span
-    (``(rank, start, end)``, character offsets into that passage) first, with the span highlighted, then the others
-    best first. ``turn_id`` is written as ``data-turn-id`` (which turn the panel shows)."""
+    """The passages a turn read, each with where it comes from, its number and score: the one holding the answer's
+    evidence (``(rank, start, end)``, character offsets into that passage) first, with the evidence highlighted,
+    then the others by number. ``numbers`` (rank → n) are the [n] the answer cites (see
+    :func:`chatqa.turn.source_numbers`), ``cited`` the ranks it cites. ``turn_id`` is written as ``data-turn-id``
+    (which turn the panel shows)."""
     if not passages:
         return '<div class="chatqa-muted">No sources yet: ask a question.</div>'
+    numbers = source_numbers(len(passages), numbers)
     turn = f' data-turn-id="{int(turn_id)}"' if turn_id is not None else ""
     parts = [f'<div class="chatqa-sources"{turn}>']
     if question:
         note = " — no passage answers it, so ChatQA abstained" if abstained else ""
         parts.append(f'<div class="chatqa-muted">Sources for “{escape(question)}”{note}</div>')
-    order = sorted(range(len(passages)), key=lambda r: (span is None or r != span[0], r))
+    order = sorted(range(len(passages)), key=lambda r: (evidence is None or r != evidence[0], numbers[r]))
     for rank in order:
         p = passages[rank]
-        is_answer = span is not None and span[0] == rank
-        body = highlighted(p.text, span[1], span[2]) if is_answer else escape(p.text)
+        is_answer = evidence is not None and evidence[0] == rank
+        body = highlighted(p.text, evidence[1], evidence[2]) if is_answer else escape(p.text)
+        label = "evidence · " if is_answer else ""
+        label += "cited · " if rank in cited else ""
         parts.append(
-            f'<section class="chatqa-source{" has-answer" if is_answer else ""}" data-rank="{rank}">'
-            f'<header><span class="where">[{rank + 1}] {escape(where(p))}</span>'
-            f'<span class="score">{"answer · " if is_answer else ""}score {p.score:.3f}</span></header>'
+            f'<section class="chatqa-source{" has-answer" if is_answer else ""}" data-rank="{rank}" '
+            f'data-number="{numbers[rank]}">'
+            f'<header><span class="where">[{numbers[rank]}] {escape(where(p))}</span>'
+            f'<span class="score">{label}score {p.score:.3f}</span></header>'
             f"<p>{body}</p></section>"
         )
     parts.append("</div>")

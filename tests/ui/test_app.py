@@ -4,6 +4,7 @@ embedder and reader of the engine tests; Gradio's update objects are inspected a
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -161,6 +162,17 @@ def test_sources_escape_document_text():
     assert "<script>" not in html and "<img" not in html and "<b>q" not in html
     assert "<mark>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</mark>" in html
     assert "page 3" in html and 'data-turn-id="4"' in html
+
+
+def test_sources_are_numbered_as_the_answer_cites_them_with_the_evidence_first():
+    passages = [SimpleNamespace(doc_name=f"d{i}.md", page=None, score=1.0 - i / 10, text=f"Passage {i} text.")
+                for i in range(4)]
+    html = sources_html(passages, (2, 8, 9), numbers={2: 1, 0: 2}, cited=[2])  # the decoder saw rank 2 as [1]
+    sections = re.findall(r'data-rank="(\d)" data-number="(\d)"', html)
+    assert sections == [("2", "1"), ("0", "2"), ("1", "3"), ("3", "4")]
+    assert "[1] d2.md" in html and "evidence · cited · score" in html and "Passage <mark>2</mark> text." in html
+    plain = sources_html(passages, None)
+    assert re.findall(r'data-rank="(\d)" data-number="(\d)"', plain) == [(str(i), str(i + 1)) for i in range(4)]
 
 
 def test_a_gradio_update_is_what_the_tests_think_it_is():
