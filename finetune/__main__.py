@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     decoder.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default: 1.0)")
     decoder.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default: 2e-05)")
     decoder.add_argument("--batch-size", type=int, default=4, help="examples per step (default: 4)")
+    from finetune.abstention import CalibrationConfig
+
+    abstention = commands.add_parser(
+        "abstention",
+        help="calibrate the answer-or-abstain policy on a doc-QA calibration set",
+        description="Fit the policy that decides, before the decoder drafts, whether to answer at all "
+                    "(finetune/abstention.py); writes chatqa/models/abstention.json.",
+    )
+    add_dataclass_arguments(abstention, CalibrationConfig)
     logs = reader.add_argument_group(
         "retraining from the conversation log (--from-logs)",
         "Continue the active reader on the logged feedback, compare, promote only if better (finetune/from_logs.py). "
@@ -82,6 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from knowledge.errors import ChatQAError
 
     try:
+        if args.command == "abstention":
+            import json
+
+            from finetune.abstention import CalibrationConfig, calibrate
+
+            fields = {f.name for f in dataclasses.fields(CalibrationConfig)}
+            report = calibrate(CalibrationConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+            print(json.dumps(report, indent=1))
+            return 0
         if args.command == "decoder":
             from finetune.decoder import DecoderRetrainConfig, retrain_decoder
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatqa.decide import FEATURES, POLICY_PATH, AbstentionPolicy
+from chatqa.decide import FEATURES, POLICY_PATH, AbstentionPolicy, Signals
 from knowledge.errors import ChatQAError
 from knowledge.files import atomic_write
 
@@ -89,37 +89,34 @@ def fit_policy(rows: list[dict], cfg: CalibrationConfig) -> AbstentionPolicy:
                             threshold=threshold)
 
 
-def rates(policy: AbstentionPolicy, rows: list[dict]) -> dict:
-    """Abstention on answerable and on unanswerable rows under ``policy``."""
-    from chatqa.decide import Signals
+def _abstains(policy: AbstentionPolicy, row: dict) -> bool:
+    return not policy.answers(Signals(**{f: row["signals"][f] for f in FEATURES}))
 
-    abstained = [not policy.answers(Signals(**{f: r["signals"][f] for f in FEATURES})) for r in rows]
-    answerable = [a for a, r in zip(abstained, rows, strict=True) if r["answerable"]]
-    unanswerable = [a for a, r in zip(abstained, rows, strict=True) if not r["answerable"]]
+
+def _shares(decided: list[tuple[dict, bool]]) -> dict:
+    """Abstention on answerable and on unanswerable rows, from (row, abstained) pairs."""
+    answerable = [a for r, a in decided if r["answerable"]]
+    unanswerable = [a for r, a in decided if not r["answerable"]]
     return {"answerable": len(answerable), "unanswerable": len(unanswerable),
             "abstain_answerable": round(sum(answerable) / max(len(answerable), 1), 4),
             "abstain_unanswerable": round(sum(unanswerable) / max(len(unanswerable), 1), 4)}
 
 
+def rates(policy: AbstentionPolicy, rows: list[dict]) -> dict:
+    """Abstention on answerable and on unanswerable rows under ``policy``."""
+    return _shares([(r, _abstains(policy, r)) for r in rows])
+
+
 def leave_one_document_out(rows: list[dict], cfg: CalibrationConfig) -> dict:
     """Each document's questions decided by a policy fitted on the other documents', pooled."""
-    decided = []
+    decided: list[tuple[dict, bool]] = []
     for doc in sorted({r["document"] for r in rows}):
         rest = [r for r in rows if r["document"] != doc]
         if len({r["answerable"] for r in rest}) < 2:
             continue
         policy = fit_policy(rest, cfg)
-        decided += [{**r, "signals": r["signals"], "policy": policy} for r in rows if r["document"] == doc]
-    pooled: list[bool] = []
-    from chatqa.decide import Signals
-
-    for r in decided:
-        pooled.append(not r["policy"].answers(Signals(**{f: r["signals"][f] for f in FEATURES})))
-    answerable = [a for a, r in zip(pooled, decided, strict=True) if r["answerable"]]
-    unanswerable = [a for a, r in zip(pooled, decided, strict=True) if not r["answerable"]]
-    return {"abstain_answerable": round(sum(answerable) / max(len(answerable), 1), 4),
-            "abstain_unanswerable": round(sum(unanswerable) / max(len(unanswerable), 1), 4),
-            "questions": len(decided)}
+        decided += [(r, _abstains(policy, r)) for r in rows if r["document"] == doc]
+    return {**_shares(decided), "questions": len(decided)}
 
 
 def min_support(supports: list[float], max_retracted: float) -> float | None:

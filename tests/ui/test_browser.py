@@ -2,7 +2,8 @@
 in Debian's Chromium (installed by `make test`; the test skips where no Chromium is found).
 
 One scripted session, step by step, with a screenshot after each step in docs/screenshots/ (or
-$CHATQA_SCREENSHOT_DIR): ask about the bundled guide and watch the answer stream in with its highlighted source, ask a
+$CHATQA_SCREENSHOT_DIR): ask about the bundled guide and watch the generative answer stream in, never replaced, with
+a citation whose passage shows the highlighted evidence, ask a
 follow-up, upload a document (with a corrupt one beside it) and ask about it, give 👎 and select the right span,
 download the SQuAD export and find that span in it. A second browser session keeps its own conversation. The Models
 tab lists the reader's and the decoder's versions.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -73,11 +75,15 @@ def test_the_whole_session_in_a_browser(app_url, browser, tmp_path):
         }).observe(document.querySelector('#chatqa-chat'), {subtree: true, childList: true, characterData: true});
     }""")
     answer = ask(page, "Which file types can ChatQA read?")
-    states = page.evaluate("() => [...window.__answerStates]")
+    states = [s.strip() for s in page.evaluate("() => [...window.__answerStates]") if s.strip()]
     assert "PDF" in answer and "Markdown" in answer, answer
-    assert len([s for s in states if s.strip()]) >= 2, f"the answer did not stream: {states}"
-    mark = page.locator("#chatqa-sources mark").first
-    assert "PDF" in mark.inner_text()
+    assert len(states) >= 2, f"the answer did not stream: {states}"
+    assert all(answer.strip().startswith(s) for s in states), f"a streamed draft was replaced: {states}"
+    cited = re.findall(r"\[(\d)\]", answer)
+    assert cited, f"no citation in {answer!r}"
+    evidence = page.locator("#chatqa-sources .chatqa-source.has-answer")
+    assert evidence.get_attribute("data-number") == cited[0]  # the cited passage holds the highlighted evidence
+    assert "PDF" in evidence.locator("mark").inner_text()
     assert "chatqa-user-guide.md" in page.inner_text("#chatqa-sources")
     _shot(page, "1-answer-with-highlighted-source")
 
