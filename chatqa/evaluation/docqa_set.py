@@ -1,4 +1,5 @@
-"""The doc-QA dev set format (finetune/data/docqa/README.md): loading, validating, and finding its documents."""
+"""The doc-QA set format (dev and calibration sets, finetune/data/docqa/README.md): loading, validating, and finding
+its documents."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from knowledge.errors import ChatQAError
 
 KINDS: tuple[str, ...] = ("how-to", "why", "factoid", "list", "yes-no", "unanswerable")
-BUILD_HINT = "python finetune/data/docqa/build_docs.py DIR"
+BUILD_HINT = "python finetune/data/docqa/build_docs.py [--set calibration] DIR"
 
 
 def load_docqa_set(path: str | Path) -> dict:

