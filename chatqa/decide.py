@@ -8,8 +8,10 @@ the decision comes from signals around it:
   threshold), how many of the question's content words the passages hold at all, and how close the best passage
   is to the question in meaning (the embedder's cosine). A logistic score of these
   decides whether the draft is shown; answering this early keeps the answer streaming from its first token.
-- after drafting, as a guard for the rare draft that the passages do not support: when too few of the draft's
-  content words occur in the passages it was shown, the draft is retracted and the abstention shown instead.
+- after drafting, as a guard for the rare draft that should not have been written: a second logistic score adds what
+  the draft shows (how many of its content words the passages it was shown hold; its tokens' mean log-probability)
+  and, below its threshold, the draft is retracted and the abstention shown instead. Its threshold is calibrated so
+  that it retracts only a small share of drafts to answerable questions.
 
 The policy's numbers live in ``chatqa/models/abstention.json`` with how they were calibrated (``python -m finetune
 abstention``); without that file the reader's own threshold decides alone, as in extractive mode.
@@ -29,7 +31,8 @@ from chatqa.grounding import content_words
 logger = logging.getLogger(__name__)
 
 POLICY_PATH = Path(__file__).parent / "models" / "abstention.json"
-FEATURES = ("reader", "coverage", "dense")
+FEATURES = ("reader", "coverage", "dense")  # known before drafting
+DRAFT_FEATURES = (*FEATURES, "support", "mean_logprob")  # known once the draft is written
 READER_CLAMP = 12.0  # reader margins beyond this say nothing more; no span at all counts as -READER_CLAMP
 
 
@@ -67,16 +70,18 @@ def coverage(question: str, passages: Sequence[str]) -> float:
 class AbstentionPolicy:
     """A logistic score over :data:`FEATURES` (answer when it is at least ``threshold``) and the draft guard."""
 
-    weights: dict[str, float] = field(default_factory=lambda: {"reader": 1.0, "coverage": 0.0})
+    weights: dict[str, float] = field(default_factory=lambda: {"reader": 1.0})
     bias: float = 0.0
     threshold: float = 0.0
-    min_support: float | None = None  # retract a draft whose support is below this (None: never)
+    guard_weights: dict[str, float] = field(default_factory=dict)  # over DRAFT_FEATURES; empty: no guard
+    guard_bias: float = 0.0
+    guard_threshold: float = 0.0
     calibration: dict = field(default_factory=dict)  # how the numbers were obtained, and what they scored
 
     def __post_init__(self) -> None:
-        unknown = set(self.weights) - set(FEATURES)
+        unknown = (set(self.weights) - set(FEATURES)) | (set(self.guard_weights) - set(DRAFT_FEATURES))
         if unknown:
-            raise ValueError(f"unknown abstention features {sorted(unknown)}; known: {', '.join(FEATURES)}")
+            raise ValueError(f"unknown abstention features {sorted(unknown)}; known: {', '.join(DRAFT_FEATURES)}")
 
     def score(self, signals: Signals) -> float:
         return self.bias + sum(w * float(getattr(signals, name)) for name, w in self.weights.items())
@@ -85,9 +90,16 @@ class AbstentionPolicy:
         """Before drafting: whether to answer at all."""
         return self.score(signals) >= self.threshold
 
+    def guard_score(self, signals: Signals) -> float | None:
+        """The draft guard's score, None without a guard or without the draft's signals."""
+        if not self.guard_weights or any(getattr(signals, name) is None for name in self.guard_weights):
+            return None
+        return self.guard_bias + sum(w * float(getattr(signals, name)) for name, w in self.guard_weights.items())
+
     def retracts(self, signals: Signals) -> bool:
-        """After drafting: whether the draft is so poorly supported that the abstention replaces it."""
-        return self.min_support is not None and signals.support is not None and signals.support < self.min_support
+        """After drafting: whether the draft is retracted and the abstention shown instead."""
+        score = self.guard_score(signals)
+        return score is not None and score < self.guard_threshold
 
     def probability(self, signals: Signals) -> float:
         """The logistic score as a probability that the question is answerable from the passages."""
@@ -106,7 +118,8 @@ class AbstentionPolicy:
             logger.error("ignoring the abstention policy %s (%s): the reader decides alone", path, e)
             return cls()
         return cls(weights=dict(data["weights"]), bias=float(data["bias"]), threshold=float(data["threshold"]),
-                   min_support=data.get("min_support"), calibration=data.get("calibration", {}))
+                   guard_weights=dict(data.get("guard_weights", {})), guard_bias=float(data.get("guard_bias", 0.0)),
+                   guard_threshold=float(data.get("guard_threshold", 0.0)), calibration=data.get("calibration", {}))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, ensure_ascii=False) + "\n"

@@ -157,7 +157,7 @@ class ChatEngine:
             yield from self._compose_generative(result, signals, exchanges, settings.mode)
         else:
             yield from self._compose_extractive(result, signals)
-        result.signals = signals.as_dict() | result.signals
+        result.signals = replace(signals, **result.signals).as_dict()
         timings["compose"] = time.perf_counter() - t
 
         if conversation_id is not None:
@@ -212,10 +212,11 @@ class ChatEngine:
             return
         draft = draft.strip()
         sources = [p.text for p in shown]
-        result.signals = {"support": round(support(draft, sources), 4),
-                          "mean_logprob": round(sum(logprobs) / len(logprobs), 4) if logprobs else None}
-        if not draft or self.policy.retracts(replace(signals, support=result.signals["support"])):
-            logger.info("draft retracted (support %s): %r", result.signals["support"], draft)
+        mean_logprob = sum(logprobs) / len(logprobs) if logprobs else None
+        drafted = replace(signals, support=support(draft, sources), mean_logprob=mean_logprob)
+        result.signals = {"support": drafted.support, "mean_logprob": mean_logprob}
+        if not draft or self.policy.retracts(drafted):
+            logger.info("draft retracted (guard score %s): %r", self.policy.guard_score(drafted), draft)
             yield TurnEvent("replace", self._abstain(result))
             return
         result.mode = "generative"

@@ -6,8 +6,9 @@ Every single question of the set goes through the app's own path (search, reader
 records the decision's signals without drafting. A logistic regression of "answerable" on the signals (L2-
 regularised, features standardised) gives the weights; the threshold is the highest score that still answers all
 but ``max_answerable_abstention`` of the answerable questions, so the policy abstains as often as it can on the rest.
-With ``--drafts`` the decoder also drafts the answerable questions, and the draft guard's ``min_support`` is set so
-that it retracts at most ``max_retracted`` of those drafts (a rare failure case, by construction).
+With ``--drafts`` the decoder also drafts every question, and the draft guard (a second logistic score that adds the
+draft's support by its passages and its tokens' mean log-probability) gets a threshold that retracts at most
+``max_retracted`` of the drafts to answerable questions (a rare replacement, by construction).
 
 The calibration set must not be the set the policy is reported on: ``chatqa eval docs`` on the dev set measures it.
 Leave-one-document-out scores on the calibration set itself are reported too (how stable the fit is).
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatqa.decide import FEATURES, POLICY_PATH, AbstentionPolicy, Signals
+from chatqa.decide import DRAFT_FEATURES, FEATURES, POLICY_PATH, AbstentionPolicy, Signals
 from knowledge.errors import ChatQAError
 from knowledge.files import atomic_write
 
@@ -74,23 +75,35 @@ def answering_threshold(scores: np.ndarray, answerable: np.ndarray, max_abstenti
     return float(ranked[allowed])
 
 
-def fit_policy(rows: list[dict], cfg: CalibrationConfig) -> AbstentionPolicy:
-    """The policy from rows of ``{"signals": {...}, "answerable": bool}`` (weights in the signals' own units)."""
-    x = np.array([[float(r["signals"][f]) for f in FEATURES] for r in rows])
+def fit_scores(rows: list[dict], features: tuple[str, ...], l2: float, budget: float) -> tuple[dict, float, float]:
+    """Weights (in the signals' own units), bias and threshold of "answerable" on ``features`` of ``rows``
+    (``{"signals": {...}, "answerable": bool}``): the threshold gives up at most ``budget`` of the answerable rows."""
+    x = np.array([[float(r["signals"][f]) for f in features] for r in rows])
     y = np.array([1.0 if r["answerable"] else 0.0 for r in rows])
     if y.min() == y.max():
         raise ChatQAError("the calibration set needs both answerable and unanswerable questions")
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    w, b = fit_logistic((x - mean) / scale, y, cfg.l2)
+    w, b = fit_logistic((x - mean) / scale, y, l2)
     weights, bias = w / scale, b - float((w * mean / scale).sum())  # back to the signals' own units
-    scores = x @ weights + bias
-    threshold = answering_threshold(scores, y, cfg.max_answerable_abstention)
-    return AbstentionPolicy(weights=dict(zip(FEATURES, map(float, weights), strict=True)), bias=float(bias),
-                            threshold=threshold)
+    threshold = answering_threshold(x @ weights + bias, y, budget)
+    return dict(zip(features, map(float, weights), strict=True)), float(bias), threshold
+
+
+def fit_policy(rows: list[dict], cfg: CalibrationConfig, drafts: list[dict] | None = None) -> AbstentionPolicy:
+    """The policy from calibration rows, with a draft guard when ``drafts`` (rows with the draft's signals) are given."""
+    weights, bias, threshold = fit_scores(rows, FEATURES, cfg.l2, cfg.max_answerable_abstention)
+    guard: dict = {}
+    if drafts:
+        usable = [r for r in drafts if all(r["signals"].get(f) is not None for f in DRAFT_FEATURES)]
+        g_weights, g_bias, g_threshold = fit_scores(usable, DRAFT_FEATURES, cfg.l2, cfg.max_retracted)
+        guard = {"guard_weights": g_weights, "guard_bias": g_bias, "guard_threshold": g_threshold}
+    return AbstentionPolicy(weights=weights, bias=bias, threshold=threshold, **guard)
 
 
 def _abstains(policy: AbstentionPolicy, row: dict) -> bool:
-    return not policy.answers(Signals(**{f: row["signals"][f] for f in FEATURES}))
+    """Whether the app ends with the abstention: decided before the draft, or the draft retracted."""
+    signals = Signals(**{f: row["signals"].get(f) for f in DRAFT_FEATURES if f in row["signals"]})
+    return not policy.answers(signals) or policy.retracts(signals)
 
 
 def _shares(decided: list[tuple[dict, bool]]) -> dict:
@@ -107,25 +120,25 @@ def rates(policy: AbstentionPolicy, rows: list[dict]) -> dict:
     return _shares([(r, _abstains(policy, r)) for r in rows])
 
 
-def leave_one_document_out(rows: list[dict], cfg: CalibrationConfig) -> dict:
-    """Each document's questions decided by a policy fitted on the other documents', pooled."""
+def leave_one_document_out(rows: list[dict], cfg: CalibrationConfig, drafts: list[dict] | None = None) -> dict:
+    """Each document's questions decided by a policy fitted on the other documents' questions, pooled. With
+    ``drafts``, rows are scored with their draft's signals (the guard included)."""
+    scored = _with_drafts(rows, drafts)
     decided: list[tuple[dict, bool]] = []
     for doc in sorted({r["document"] for r in rows}):
         rest = [r for r in rows if r["document"] != doc]
+        rest_drafts = [r for r in drafts or [] if r["document"] != doc] or None
         if len({r["answerable"] for r in rest}) < 2:
             continue
-        policy = fit_policy(rest, cfg)
-        decided += [(r, _abstains(policy, r)) for r in rows if r["document"] == doc]
+        policy = fit_policy(rest, cfg, rest_drafts)
+        decided += [(r, _abstains(policy, r)) for r in scored if r["document"] == doc]
     return {**_shares(decided), "questions": len(decided)}
 
 
-def min_support(supports: list[float], max_retracted: float) -> float | None:
-    """The guard's bound: retract a draft below it, at most ``max_retracted`` of these (answerable) drafts."""
-    if not supports:
-        return None
-    ranked = sorted(supports)
-    allowed = math.floor(max_retracted * len(ranked))
-    return round(ranked[allowed], 4) if allowed < len(ranked) else None
+def _with_drafts(rows: list[dict], drafts: list[dict] | None) -> list[dict]:
+    """``rows`` with their draft's signals merged in (by id), when there are drafts."""
+    by_id = {d["id"]: d["signals"] for d in drafts or []}
+    return [{**r, "signals": {**by_id.get(r["id"], {}), **r["signals"]}} for r in rows]
 
 
 def collect(cfg: CalibrationConfig, mode: str) -> list[dict]:
@@ -160,26 +173,22 @@ def calibrate(cfg: CalibrationConfig) -> dict:
         raise ChatQAError("--docs DIR is needed: the calibration set's documents (build_docs.py)")
     t0 = time.perf_counter()
     rows = collect(cfg, "extractive")
-    policy = fit_policy(rows, cfg)
-    report = {"calibration": rates(policy, rows), "leave_one_document_out": leave_one_document_out(rows, cfg)}
-    guard = None
-    if cfg.drafts:
-        drafted = collect(cfg, "generative")
-        supports = [r["signals"]["support"] for r in drafted if r["answerable"] and r["signals"].get("support") is not None]
-        guard = min_support(supports, cfg.max_retracted)
-        unsupported = [r["signals"]["support"] for r in drafted if not r["answerable"]
-                       and r["signals"].get("support") is not None]
-        report["draft_guard"] = {
-            "min_support": guard, "answerable_drafts": len(supports),
-            "retracts_answerable": round(sum(s < guard for s in supports) / len(supports), 4) if guard else 0.0,
-            "retracts_unanswerable": round(sum(s < guard for s in unsupported) / len(unsupported), 4)
-            if guard and unsupported else 0.0,
-        }
+    drafts = collect(cfg, "generative") if cfg.drafts else None
+    fitted = fit_policy(rows, cfg, drafts)
+    report = {"calibration": rates(fitted, _with_drafts(rows, drafts)),
+              "leave_one_document_out": leave_one_document_out(rows, cfg, drafts)}
+    if drafts:
+        answered = [r for r in _with_drafts(rows, drafts) if fitted.answers(Signals(**{f: r["signals"][f] for f in FEATURES}))]
+        retracted = [r for r in answered if _abstains(fitted, r)]
+        report["draft_guard"] = {"drafts_shown_then_retracted": round(len(retracted) / max(len(answered), 1), 4),
+                                 "of_them_unanswerable": sum(not r["answerable"] for r in retracted)}
     policy = AbstentionPolicy(
-        weights={f: round(w, 6) for f, w in policy.weights.items()}, bias=round(policy.bias, 6),
-        threshold=round(policy.threshold, 6), min_support=guard,
+        weights={f: round(w, 6) for f, w in fitted.weights.items()}, bias=round(fitted.bias, 6),
+        threshold=round(fitted.threshold, 6), guard_weights={f: round(w, 6) for f, w in fitted.guard_weights.items()},
+        guard_bias=round(fitted.guard_bias, 6), guard_threshold=round(fitted.guard_threshold, 6),
         calibration={"file": str(cfg.file), "questions": len(rows), "date": datetime.now(timezone.utc).date().isoformat(),
-                     "max_answerable_abstention": cfg.max_answerable_abstention, **report},
+                     "max_answerable_abstention": cfg.max_answerable_abstention, "max_retracted": cfg.max_retracted,
+                     **report},
     )
     atomic_write(cfg.out, policy.to_json())
     report.update(policy=json.loads(policy.to_json()), seconds=round(time.perf_counter() - t0, 1))

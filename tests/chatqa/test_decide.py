@@ -28,11 +28,13 @@ def test_the_default_policy_is_the_readers_own_threshold():
 
 
 def test_a_calibrated_policy_weighs_coverage_and_retracts_unsupported_drafts(tmp_path):
-    policy = AbstentionPolicy(weights={"reader": 0.5, "coverage": 6.0}, bias=-4.0, threshold=0.0, min_support=0.5)
+    policy = AbstentionPolicy(weights={"reader": 0.5, "coverage": 6.0}, bias=-4.0, threshold=0.0,
+                              guard_weights={"support": 4.0, "mean_logprob": 1.0}, guard_bias=-1.0)
     assert policy.answers(Signals(reader=-1.0, coverage=1.0))  # -0.5 + 6 - 4 >= 0
     assert not policy.answers(Signals(reader=2.0, coverage=0.25))  # 1 + 1.5 - 4 < 0
-    assert policy.retracts(Signals(reader=2.0, coverage=1.0, support=0.3))
-    assert not policy.retracts(Signals(reader=2.0, coverage=1.0, support=0.8))
+    assert policy.retracts(Signals(reader=2.0, coverage=1.0, support=0.3, mean_logprob=-0.5))  # 1.2 - 0.5 - 1 < 0
+    assert not policy.retracts(Signals(reader=2.0, coverage=1.0, support=0.8, mean_logprob=-0.5))
+    assert not policy.retracts(Signals(reader=2.0, coverage=1.0))  # no draft yet: nothing to retract
     path = tmp_path / "abstention.json"
     path.write_text(policy.to_json())
     assert AbstentionPolicy.load(path) == policy
@@ -45,3 +47,5 @@ def test_a_missing_or_broken_policy_file_falls_back_to_the_reader(tmp_path):
     assert AbstentionPolicy.load(tmp_path / "broken.json") == AbstentionPolicy()
     with pytest.raises(ValueError, match="unknown abstention features"):
         AbstentionPolicy(weights={"vibes": 1.0})
+    with pytest.raises(ValueError, match="unknown abstention features"):
+        AbstentionPolicy(weights={"support": 1.0})  # a draft's signal cannot decide before the draft

@@ -186,7 +186,7 @@ def test_the_policy_abstains_before_drafting(kb):
 
 
 def test_a_draft_the_passages_do_not_support_is_retracted(kb):
-    policy = AbstentionPolicy(min_support=0.6)
+    policy = AbstentionPolicy(guard_weights={"support": 1.0}, guard_threshold=0.6)
     engine = ChatEngine(kb, FakeReader(), decoder=ScriptedDecoder("Napoleon Bonaparte commissioned it in Lyon."),
                         policy=policy)
     events = list(engine.stream("When was the Eiffel Tower built?"))

@@ -13,7 +13,6 @@ from finetune.abstention import (
     fit_logistic,
     fit_policy,
     leave_one_document_out,
-    min_support,
     rates,
 )
 
@@ -34,17 +33,17 @@ def test_the_threshold_keeps_the_answerable_abstention_within_its_budget():
     assert answering_threshold(scores, answerable, 0.2) == 0.3  # may abstain on two of ten
 
 
-def _rows(seed: int = 0) -> list[dict]:
-    """Answerable questions have high coverage and reader margin; unanswerable ones lack question words."""
+def _rows(seed: int = 0, gap: float = 1.0) -> list[dict]:
+    """Answerable questions have higher coverage and reader margins; ``gap`` scales how much higher."""
     rng = np.random.default_rng(seed)
     rows = []
     for doc in ("a.pdf", "b.html", "c.md"):
         for i in range(20):
             answerable = i < 14
-            rows.append({"document": doc, "answerable": answerable, "signals": {
-                "reader": float(rng.normal(2.0 if answerable else -1.0, 1.5)),
-                "coverage": float(np.clip(rng.normal(0.9 if answerable else 0.5, 0.12), 0, 1)),
-                "dense": float(rng.normal(0.6 if answerable else 0.45, 0.08)),
+            rows.append({"id": f"{doc}-{i}", "document": doc, "answerable": answerable, "signals": {
+                "reader": float(rng.normal(2.0 * gap if answerable else -1.0 * gap, 1.5)),
+                "coverage": float(np.clip(rng.normal(0.7 + 0.2 * gap if answerable else 0.7 - 0.2 * gap, 0.12), 0, 1)),
+                "dense": float(rng.normal(0.5 + 0.1 * gap if answerable else 0.5 - 0.05 * gap, 0.08)),
             }})
     return rows
 
@@ -62,10 +61,21 @@ def test_a_fitted_policy_abstains_on_unanswerable_questions_within_the_budget():
 
 
 def test_the_draft_guard_retracts_at_most_its_share_of_answerable_drafts():
-    supports = [0.2, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.0, 1.0, 1.0]
-    assert min_support(supports, 0.0) == 0.2  # nothing below the lowest: retracts none of them
-    assert min_support(supports, 0.1) == 0.6  # retracts one in ten
-    assert min_support([], 0.1) is None
+    rows = _rows(gap=0.2)  # hard to tell apart before the draft
+    rng = np.random.default_rng(1)
+    drafts = [{**r, "signals": {**r["signals"], "support": float(rng.normal(0.9 if r["answerable"] else 0.6, 0.1)),
+                                "mean_logprob": float(rng.normal(-0.3 if r["answerable"] else -0.8, 0.2))}}
+              for r in rows]
+    cfg = CalibrationConfig(max_answerable_abstention=0.1, max_retracted=0.05)
+    policy = fit_policy(rows, cfg, drafts)
+    assert policy.guard_weights["support"] > 0 and policy.guard_weights["mean_logprob"] > 0
+    answerable = [d for d in drafts if d["answerable"]]
+    retracted = sum(policy.retracts(Signals(**d["signals"])) for d in answerable)
+    assert retracted <= 0.05 * len(answerable)
+    with_guard, without = rates(policy, drafts), rates(fit_policy(rows, cfg), rows)
+    assert with_guard["abstain_unanswerable"] > without["abstain_unanswerable"]
+    unseen = leave_one_document_out(rows, cfg, drafts)
+    assert unseen["questions"] == 60 and unseen["abstain_unanswerable"] >= without["abstain_unanswerable"] - 0.1
 
 
 def test_a_calibration_set_needs_both_kinds():
