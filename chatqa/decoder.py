@@ -135,7 +135,9 @@ class GenerativeDecoder:
         threads = self.threads if self.threads is not None else (os.cpu_count() or 1)
         logger.info("loading decoder %s on %s (%s, %d threads)", ct2, device, compute, threads)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(ct2, local_files_only=True)
+            # fix_mistral_regex=False: a CTranslate2 config.json lacks transformers' version, which transformers 5
+            # takes for an old Mistral tokenizer and warns about; Qwen's pre-tokenizer is right as it is
+            tokenizer = AutoTokenizer.from_pretrained(ct2, local_files_only=True, fix_mistral_regex=False)
             generator = ctranslate2.Generator(str(ct2), device=device, compute_type=compute, intra_threads=threads)
         except (OSError, ValueError, RuntimeError) as e:
             raise DecoderUnavailable(f"decoder folder {ct2} could not be loaded ({e})") from e
