@@ -139,8 +139,10 @@ def retrain_decoder(cfg: DecoderRetrainConfig) -> DecoderRetrainReport:
     shutil.rmtree(runs, ignore_errors=True)  # what an interrupted retrain left behind
     try:
         trained = _train(cfg, base, chain, train, held, staging)
+        t_drafts = time.perf_counter()
         parent_drafts = draft_scores(registry.checkpoint(parent), held, cfg, cache)
         new_drafts = draft_scores(staging, held, cfg, cache)
+        trained["timings"]["drafts"] = round(time.perf_counter() - t_drafts, 1)
         parent_metrics = {"heldout_loss": trained.pop("parent_loss"), **(parent_drafts or {})}
         new_metrics = {"heldout_loss": trained.pop("new_loss"), **(new_drafts or {})}
         promoted, reason = decide_decoder(parent_metrics, new_metrics)
@@ -196,16 +198,21 @@ def _train(cfg: DecoderRetrainConfig, base: Path, chain: list[tuple[str, Path]],
     def batches(rows: list) -> list[dict]:
         return [collate_chat(rows[i : i + cfg.batch_size], pad) for i in range(0, len(rows), cfg.batch_size)]
 
+    timings: dict[str, float] = {}
+    t_phase = time.perf_counter()
     torch.manual_seed(cfg.seed)
     model = get_peft_model(load_version(base, chain, device),
                            lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("LoRA r %d alpha %d on %s: %.1fM trainable parameters", cfg.lora_r, cfg.lora_alpha,
                 ", ".join(cfg.lora_targets), trainable / 1e6)
+    timings["load"] = round(time.perf_counter() - t_phase, 1)
     parent_loss = None
+    t_phase = time.perf_counter()
     if held_rows:
         with model.disable_adapter():
             parent_loss = reply_loss(model, batches(held_rows), device, cfg.bf16)
+    timings["heldout_loss"] = round(time.perf_counter() - t_phase, 1)
 
     steps = max(1, math.ceil(len(train_rows) / cfg.batch_size * cfg.epochs))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
@@ -232,9 +239,12 @@ def _train(cfg: DecoderRetrainConfig, base: Path, chain: list[tuple[str, Path]],
                         scheduler.get_last_lr()[0], rate)
             if done >= steps:
                 break
-    train_seconds = round(time.perf_counter() - t_train, 1)
+    timings["train"] = round(time.perf_counter() - t_train, 1)
+    t_phase = time.perf_counter()
     new_loss = reply_loss(model, batches(held_rows), device, cfg.bf16) if held_rows else None
+    timings["heldout_loss"] = round(timings["heldout_loss"] + time.perf_counter() - t_phase, 1)  # both models
 
+    t_phase = time.perf_counter()
     staging.mkdir(parents=True)
     model.save_pretrained(staging / ADAPTER)  # the adapter alone: adapter_config.json + adapter_model.safetensors
     dense = _dense_folder(staging)
@@ -248,7 +258,9 @@ def _train(cfg: DecoderRetrainConfig, base: Path, chain: list[tuple[str, Path]],
     logger.info("converting the merged decoder for CTranslate2")
     hf_to_ct2(dense, staging / "ct2")
     shutil.rmtree(dense, ignore_errors=True)
-    return {"parent_loss": parent_loss, "new_loss": new_loss, "steps": steps, "train_seconds": train_seconds,
+    timings["merge_and_convert"] = round(time.perf_counter() - t_phase, 1)
+    logger.info("phases (s): %s", timings)
+    return {"parent_loss": parent_loss, "new_loss": new_loss, "steps": steps, "timings": timings,
             "trainable_parameters": trainable, "device": device}
 
 

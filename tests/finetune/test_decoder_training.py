@@ -75,7 +75,9 @@ def test_a_lora_retrain_records_a_version_the_app_follows(fake_engine, logged, t
     assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                               "down_proj"}
     assert not (registry.folder / "runs").exists()
-    assert registry.get("r1").training["model"] == "qwen2.5-0.5b" and registry.get("r1").training["parent_chain"] == []
+    training = registry.get("r1").training
+    assert training["model"] == "qwen2.5-0.5b" and training["parent_chain"] == [] and training["steps"] == 6
+    assert set(training["timings"]) == {"load", "heldout_loss", "train", "merge_and_convert", "drafts"}
     assert json.loads((registry.folder / "last_retrain.json").read_text())["version"] == "r1"
 
     # the running app follows the registry's active version, with the retrained CTranslate2 folder
