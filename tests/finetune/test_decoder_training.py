@@ -76,7 +76,7 @@ def test_a_lora_retrain_records_a_version_the_app_follows(fake_engine, logged, t
                                               "down_proj"}
     assert not (registry.folder / "runs").exists()
     training = registry.get("r1").training
-    assert training["model"] == "qwen2.5-0.5b" and training["parent_chain"] == [] and training["steps"] == 6
+    assert training["model"] == "qwen2.5-0.5b" and training["parent_chain"] == [] and training["steps"] == 5
     assert set(training["timings"]) == {"load", "heldout_loss", "train", "merge_and_convert", "drafts"}
     assert json.loads((registry.folder / "last_retrain.json").read_text())["version"] == "r1"
 
