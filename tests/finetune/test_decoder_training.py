@@ -191,9 +191,9 @@ def test_a_lora_retrain_of_the_real_decoder_on_six_examples_records_a_version(fa
     assert registry.active().id == ("r1" if report.promoted else SHIPPED)
     version = registry.checkpoint("r1")
     assert is_ct2_folder(version / "ct2") and is_adapter_folder(version / "adapter")
-    assert sum(p.stat().st_size for p in (version / "adapter").iterdir()) < 50e6
+    adapter_bytes = sum(p.stat().st_size for p in (version / "adapter").iterdir())
+    assert 15e6 < adapter_bytes < 20e6  # r 8 on 7 projections × 24 layers: 4.4M float32 parameters
     new, parent = report.metrics["new"], report.metrics["parent"]
     assert 0 < new["heldout_loss"] < 10 and 0 < parent["heldout_loss"] < 10
     assert new["drafts"] == 2 and 0.5 <= parent["grounding"] <= 1  # the real model answers from the passages
     assert registry.get("r1").training["steps"] == 3
-    assert seconds < 300
