@@ -190,9 +190,9 @@ def _train(cfg: DecoderRetrainConfig, base: Path, chain: list[tuple[str, Path]],
 
     device = pick_device()
     device = device if device.split(":")[0] in ("cuda", "cpu") else "cpu"  # bf16 autocast: CUDA and CPU only
-    # the tokenizer answers are generated with (the packaged CTranslate2 folder's copy: loaded without the model's
-    # config, it is exactly the saved tokenizer)
-    tokenizer = AutoTokenizer.from_pretrained(base.parent / "ct2", local_files_only=True)
+    # the tokenizer answers are generated with, loaded as GenerativeDecoder loads it (the packaged CTranslate2
+    # folder's copy: without the model's config beside it, it is exactly the saved tokenizer)
+    tokenizer = AutoTokenizer.from_pretrained(base.parent / "ct2", local_files_only=True, fix_mistral_regex=False)
     train_rows = [tokenize_record(tokenizer, r["messages"], cfg.max_tokens) for r in chat_records(train)]
     held_rows = [tokenize_record(tokenizer, r["messages"], cfg.max_tokens) for r in chat_records(held)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
