@@ -39,7 +39,7 @@ from typing import Literal
 from chatqa.decoder import DecoderConfig
 from chatqa.grounding import evidence_sentence, template_answer
 from chatqa.log import ConversationLog, LoggedTurn
-from chatqa.prompt import prompt_messages, prompt_passages
+from chatqa.prompt import PromptPassage, prompt_messages, prompt_passages
 from knowledge.errors import ChatQAError
 from knowledge.files import atomic_write
 
@@ -203,15 +203,12 @@ def chat_records(examples: list[FeedbackExample]) -> list[dict]:
     """Chat JSONL records for the decoder: one per positive, with the prompt rebuilt as the decoder saw it (the
     turn's passages, numbered and cut the same way, the example's passage always among them). A corrected span's
     reply is the extractive template citing its passage."""
-    budgets = DecoderConfig().passage_chars
     records = []
     for ex in examples:
         if ex.is_impossible:
             continue
         end = ex.answer_start + len(ex.answer_text)
-        passages = list(ex.passages) or [_Passage(ex.context)]
-        index = next((i for i, p in enumerate(passages) if getattr(p, "rank", 0) == ex.rank), 0)
-        shown = prompt_passages(passages, ex.question, (index, ex.answer_start, end), budgets)
+        index, shown = example_passages(ex)
         reply = ex.reply
         if ex.source != "thumbs_up":
             number = next(p.number for p in shown if p.index == index)
@@ -220,6 +217,18 @@ def chat_records(examples: list[FeedbackExample]) -> list[dict]:
         messages.append({"role": "assistant", "content": reply})
         records.append({"id": ex.id, "conversation_id": ex.conversation_id, "source": ex.source, "messages": messages})
     return records
+
+
+def example_passages(ex: FeedbackExample, budgets: tuple[int, ...] | None = None) -> tuple[int, list[PromptPassage]]:
+    """The passages the decoder is shown for a positive example, as at answer time (numbered and cut the same way, the
+    example's passage always among them), and the index of the example's passage among the turn's passages."""
+    if ex.is_impossible:
+        raise ValueError(f"example {ex.id} has no answer span: the decoder is not prompted for it")
+    budgets = budgets if budgets is not None else DecoderConfig().passage_chars
+    passages = list(ex.passages) or [_Passage(ex.context)]
+    index = next((i for i, p in enumerate(passages) if getattr(p, "rank", 0) == ex.rank), 0)
+    span = (index, ex.answer_start, ex.answer_start + len(ex.answer_text))
+    return index, prompt_passages(passages, ex.question, span, budgets)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from finetune.decoder import DecoderRetrainConfig
     from finetune.from_logs import LogRetrainConfig
     from finetune.reader import ReaderTrainingConfig
 
@@ -45,15 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(reader, ReaderTrainingConfig)
     decoder = commands.add_parser(
         "decoder",
-        help="fine-tune the generative decoder on the logged feedback (chat export)",
-        description="Supervised fine-tuning of the decoder on the conversation log's chat export; the new version "
-                    "is used only if it beats the active one on held-out feedback (finetune/decoder.py).",
+        help="fine-tune the generative decoder on the logged feedback (LoRA on the chat export)",
+        description="LoRA fine-tuning of the decoder on the conversation log's chat export, merged and converted "
+                    "for CTranslate2; the new version is used only if it beats the active one on held-out feedback "
+                    "(finetune/decoder.py).",
     )
     decoder.add_argument("--from-logs", action="store_true", required=True, help="train from the conversation log")
-    decoder.add_argument("--data-dir", default=None, help="data directory (default: $CHATQA_DATA_DIR or ./chatqa-data)")
-    decoder.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default: 1.0)")
-    decoder.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default: 2e-05)")
-    decoder.add_argument("--batch-size", type=int, default=4, help="examples per step (default: 4)")
+    add_dataclass_arguments(decoder, DecoderRetrainConfig)
     from finetune.abstention import CalibrationConfig
 
     abstention = commands.add_parser(
@@ -103,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "decoder":
             from finetune.decoder import DecoderRetrainConfig, retrain_decoder
 
-            report = retrain_decoder(DecoderRetrainConfig(
-                data_dir=args.data_dir, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size))
+            fields = {f.name for f in dataclasses.fields(DecoderRetrainConfig)}
+            report = retrain_decoder(DecoderRetrainConfig(**{k: v for k, v in vars(args).items() if k in fields}))
             verdict = "promoted: now the active decoder" if report.promoted else "not promoted: the active decoder stays"
             print(f"decoder {report.version} (from {report.parent}), {verdict}. {report.reason}. "
                   f"({report.seconds:.0f} s)")

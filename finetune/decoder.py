@@ -1,48 +1,104 @@
-"""Supervised fine-tuning of the generative decoder on the conversation log, promoted only if it is better.
+"""LoRA fine-tuning of the generative decoder on the conversation log, promoted only if it is better.
 
     python -m finetune decoder --from-logs [--data-dir DIR]
 
-The training data is the chat export (:func:`chatqa.export.chat_records`: the decoder's own prompt, and the reply a
-person rated 👍 or a template around the span they selected), split by conversation exactly as the reader's retrain
-splits it. The active decoder (at first the SmolLM2-135M converted into ``<data_dir>/models/``) is fine-tuned in
-full on the training split, the loss on the reply's tokens only. The active and the new decoder are compared on the
-held-out split: the reply loss, and the share of drafts that keep the reader's span (the rule the app enforces,
-:func:`chatqa.decoder.keeps_span`). The new version is promoted only when its loss is lower and it keeps the span at
-least as often. Versions live in ``<data_dir>/models/decoder/`` (:class:`chatqa.registry.ModelRegistry`).
+1. The training data is the chat export (:func:`chatqa.export.chat_records`: the decoder's own prompt rebuilt from
+   the logged passages, and the reply a person rated 👍 or a template around the span they selected), split by
+   conversation exactly as the reader's retrain splits it (:func:`finetune.from_logs.split_examples`).
+2. The active version's float weights are rebuilt: the packaged transformers folder (``<cache>/decoder-<name>/hf/``)
+   with the LoRA adapters of its lineage merged in order (:mod:`finetune.lora`).
+3. LoRA adapters (peft; r 8, alpha 16 on every attention and MLP projection) are trained on the training split, the
+   loss on the reply's tokens only, under bf16 autocast on CUDA and on CPUs with bf16 instructions (held-out losses
+   are measured in float32).
+4. The adapter is merged, the dense model saved to a temporary folder, converted to CTranslate2 int8 (the temporary
+   folder, 2.5 GB for the 0.5B model, is deleted) and the version folder holds ``ct2/`` (what answers are generated
+   with) and ``adapter/`` (a few MB: what a later retrain rebuilds this version from).
+5. Parent and new version are compared on the held-out split: the reply loss (one model: peft's adapter disabled is
+   the parent), and drafts written by both CTranslate2 folders for up to ``max_eval_drafts`` held-out examples:
+   grounding (mean share of a draft's content words found in the passages it was shown, :func:`chatqa.grounding
+   .support`) and span keeping (share of drafts containing the gold span, :func:`chatqa.grounding.contains_span`).
+   The new version is promoted only when its loss is lower and neither grounding nor span keeping is worse.
+
+The version folder is written completely in ``<data_dir>/models/decoder/runs/`` and only then registered (one atomic
+write of ``registry.json``); a failed or interrupted run deletes what it wrote and leaves the registry untouched. A
+running app switches to a promoted version before its next answer.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from chatqa.decoder import GenerativeDecoder, decoder_registry
-from chatqa.export import FeedbackExample, chat_records, feedback_examples
-from chatqa.grounding import evidence_sentence
+from chatqa.decoder import DecoderConfig, GenerativeDecoder, decoder_registry
+from chatqa.export import FeedbackExample, chat_records, example_passages, feedback_examples
+from chatqa.grounding import contains_span, support
 from chatqa.log import ConversationLog
+from chatqa.models.conversion import (
+    TOKENIZER_FILES,
+    default_cache_dir,
+    hf_to_ct2,
+    is_hf_folder,
+    prepare_decoder,
+)
+from chatqa.models.sources import DEFAULT_DECODER, DecoderUnavailable, decoder_source
 from finetune.from_logs import split_examples
+from finetune.lora import (
+    ADAPTER,
+    QWEN2_TARGETS,
+    adapter_chain,
+    collate_chat,
+    load_version,
+    lora_config,
+    reply_loss,
+    tokenize_record,
+)
 from knowledge.base import default_data_dir
 from knowledge.errors import ChatQAError
+from knowledge.files import atomic_write
 
+__all__ = ["DecoderRetrainConfig", "DecoderRetrainReport", "decide_decoder", "decoder_registry", "draft_scores",
+           "retrain_decoder", "tokenize_record"]
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class DecoderRetrainConfig:
-    data_dir: str | None = None
-    heldout_share: float = 0.2
-    epochs: float = 1.0
-    lr: float = 2e-5
-    batch_size: int = 4
-    max_tokens: int = 512  # longer prompts are cut from the left (the evidence and question are at the end)
-    max_eval_drafts: int = 40  # held-out examples drafted for the span-keeping rate
+    data_dir: str | None = field(default=None, metadata={"help": "data directory (default: $CHATQA_DATA_DIR or ./chatqa-data)"})
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "where the packaged decoder is converted (default: $CHATQA_CACHE_DIR or ~/.cache/chatqa)"})
+    model: str = field(default=DEFAULT_DECODER, metadata={"help": "the packaged decoder the versions build on"})
+    heldout_share: float = field(default=0.2, metadata={"help": "share of conversations held out for the comparison"})
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training split"})
+    lr: float = field(default=2e-4, metadata={"help": "peak learning rate of the adapters (linear decay)"})
+    batch_size: int = field(default=4, metadata={"help": "chats per step"})
+    warmup: float = field(default=0.1, metadata={"help": "share of the steps spent warming the learning rate up"})
+    max_tokens: int = field(default=512, metadata={"help": "longer chats are cut from the left (the reply is kept)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (the update is scaled by alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the adapters' input"})
+    lora_targets: list[str] = field(default_factory=lambda: list(QWEN2_TARGETS),
+                                    metadata={"help": "the linear layers that get adapters"})
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 autocast while training (default: on CUDA and on CPUs with bf16 "
+                                        "instructions); held-out losses are always measured in float32"})
+    max_train_examples: int | None = field(default=None, metadata={"help": "train on at most this many examples"})
+    max_eval_drafts: int = field(default=20, metadata={"help": "held-out examples each version drafts an answer for"})
+    draft_tokens: int = field(default=160, metadata={"help": "the longest draft, in tokens"})
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.heldout_share < 1 or self.epochs <= 0 or self.lr <= 0 or not 0 <= self.warmup < 1:
+            raise ValueError("heldout_share and warmup must be in [0, 1), epochs and lr above 0")
+        if self.batch_size < 1 or self.max_tokens < 8 or self.max_eval_drafts < 0 or self.draft_tokens < 1:
+            raise ValueError("batch_size and draft_tokens must be >= 1, max_tokens >= 8, max_eval_drafts >= 0")
 
 
 @dataclass
@@ -55,110 +111,124 @@ class DecoderRetrainReport:
     seconds: float
 
 
-def tokenize_record(tokenizer, messages: list[dict], max_tokens: int) -> tuple[list[int], list[int]]:
-    """Token ids of the whole chat and labels that score only the assistant's reply (-100 elsewhere)."""
-    prompt = _ids(tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True))
-    full = _ids(tokenizer.apply_chat_template(messages, tokenize=True))
-    if full[: len(prompt)] != prompt:
-        raise ChatQAError("the chat template does not extend the prompt with the reply; cannot mask the prompt")
-    labels = [-100] * len(prompt) + full[len(prompt) :]
-    if len(full) > max_tokens:  # keep the end: the reply and the question, evidence and span just before it
-        full, labels = full[-max_tokens:], labels[-max_tokens:]
-    return full, labels
-
-
-def _ids(out) -> list[int]:
-    return list(out["input_ids"] if hasattr(out, "keys") else out)
-
-
-def reply_loss(model, batches) -> float:
-    """Mean token loss of the replies."""
-    import torch
-
-    total, count = 0.0, 0
-    model.eval()
-    with torch.inference_mode():
-        for inputs in batches:
-            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
-            shift, labels = logits[:, :-1].float(), inputs["labels"][:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                shift.reshape(-1, shift.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-            total += float(loss)
-            count += int((labels != -100).sum())
-    return total / max(count, 1)
-
-
-def collate_chat(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
-    import torch
-
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row_ids, row_labels) in enumerate(rows):
-        ids[i, : len(row_ids)] = torch.tensor(row_ids)
-        labels[i, : len(row_labels)] = torch.tensor(row_labels)
-        mask[i, : len(row_ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def span_keeping_rate(folder: Path, examples: list[FeedbackExample], limit: int) -> float | None:
-    """Share of held-out answers for which the decoder's draft keeps the span (the app's rule)."""
-    chosen = [ex for ex in examples if not ex.is_impossible][:limit]
-    if not chosen:
-        return None
-    decoder = GenerativeDecoder(folder.parent, model_folder=folder)
-    kept = 0
-    for ex in chosen:
-        end = ex.answer_start + len(ex.answer_text)
-        evidence = evidence_sentence(ex.context, ex.answer_start, end)
-        final = list(decoder.compose(ex.question, ex.answer_text, evidence, ex.history))[-1]
-        kept += bool(final.kept)
-    return round(kept / len(chosen), 4)
+class NothingToLearn(ChatQAError):
+    pass
 
 
 def retrain_decoder(cfg: DecoderRetrainConfig) -> DecoderRetrainReport:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
-
-    from knowledge.device import autocast
-
+    """Train, compare and record one decoder version (see the module's steps)."""
     t0 = time.perf_counter()
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
-    registry = decoder_registry(data_dir)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir is not None else default_data_dir()
+    cache = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
+    source = decoder_source(cfg.model)
+    registry = decoder_registry(data_dir, cfg.model, cache)
     parent = registry.active()
-    parent_dir = registry.checkpoint(parent)
-    if not parent_dir.is_dir():  # the shipped decoder is converted on first use
-        GenerativeDecoder(data_dir / "models").warm_up()
+    chain = adapter_chain(registry, parent, cfg.model)  # before anything is loaded: a broken lineage fails at once
+    base = _packaged_hf(source, cache)
+
     with ConversationLog(data_dir) as log:
         examples, counts = feedback_examples(log)
     train, held = split_examples([ex for ex in examples if not ex.is_impossible], cfg.heldout_share)
+    if cfg.max_train_examples is not None:
+        train = train[: cfg.max_train_examples]
+    logger.info("feedback: %s; %d answers to train on, %d held out", counts.describe(), len(train), len(held))
     if not train:
-        raise ChatQAError(f"nothing to learn from yet: {counts.describe()}. Rate answers in the app first.")
-    tokenizer = AutoTokenizer.from_pretrained(parent_dir, local_files_only=True)
+        raise NothingToLearn(f"nothing to learn from yet: {counts.describe()}, no answer in the training split. "
+                             "Rate answers (and correct the wrong ones) in the app first.")
+
+    runs = registry.folder / "runs"
+    staging = runs / time.strftime("%Y%m%d-%H%M%S")
+    shutil.rmtree(runs, ignore_errors=True)  # what an interrupted retrain left behind
+    try:
+        trained = _train(cfg, base, chain, train, held, staging)
+        t_drafts = time.perf_counter()
+        parent_drafts = draft_scores(registry.checkpoint(parent), held, cfg, cache)
+        new_drafts = draft_scores(staging, held, cfg, cache)
+        trained["timings"]["drafts"] = round(time.perf_counter() - t_drafts, 1)
+        parent_metrics = {"heldout_loss": trained.pop("parent_loss"), **(parent_drafts or {})}
+        new_metrics = {"heldout_loss": trained.pop("new_loss"), **(new_drafts or {})}
+        promoted, reason = decide_decoder(parent_metrics, new_metrics)
+        seconds = round(time.perf_counter() - t0, 1)
+        metrics = {"parent": parent_metrics, "new": new_metrics, "feedback": asdict(counts),
+                   "train_examples": len(train), "heldout_examples": len(held)}
+        version = registry.add(staging, parent=parent.id, promoted=promoted, reason=reason, metrics=metrics,
+                               training={"config": asdict(cfg), "model": cfg.model, "method": "lora",
+                                         "parent_chain": [v for v, _ in chain], "seconds": seconds, **trained})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(_dense_folder(staging), ignore_errors=True)
+        if runs.is_dir() and not any(runs.iterdir()):
+            runs.rmdir()
+    atomic_write(registry.folder / "last_retrain.json", json.dumps(
+        {"version": version.id, "promoted": promoted, "reason": reason, "seconds": seconds}, indent=2))
+    logger.info("decoder %s %s: %s (%.0f s)", version.id, "promoted" if promoted else "not promoted", reason, seconds)
+    return DecoderRetrainReport(version.id, parent.id, promoted, reason, metrics, seconds)
+
+
+def _packaged_hf(source: Any, cache: Path) -> Path:
+    """The packaged decoder's transformers folder (converted from its packages first when the cache has nothing)."""
+    folder = prepare_decoder(source, cache)
+    if not is_hf_folder(folder / "hf"):
+        raise DecoderUnavailable(
+            f"retraining starts from the transformers folder {folder / 'hf'}, which is missing; move {folder} away "
+            "and start the app once to convert the decoder again")
+    return folder / "hf"
+
+
+def _dense_folder(staging: Path) -> Path:
+    return staging.parent / f".{staging.name}.dense"
+
+
+def _train(cfg: DecoderRetrainConfig, base: Path, chain: list[tuple[str, Path]], train: list[FeedbackExample],
+           held: list[FeedbackExample], staging: Path) -> dict:
+    """Train the adapters, write ``staging/adapter`` and ``staging/ct2``; the held-out losses and training facts."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+    from knowledge.device import autocast, pick_device
+
+    device = pick_device()
+    device = device if device.split(":")[0] in ("cuda", "cpu") else "cpu"  # bf16 autocast: CUDA and CPU only
+    # the tokenizer answers are generated with, loaded as GenerativeDecoder loads it (the packaged CTranslate2
+    # folder's copy: without the model's config beside it, it is exactly the saved tokenizer)
+    tokenizer = AutoTokenizer.from_pretrained(base.parent / "ct2", local_files_only=True, fix_mistral_regex=False)
     train_rows = [tokenize_record(tokenizer, r["messages"], cfg.max_tokens) for r in chat_records(train)]
     held_rows = [tokenize_record(tokenizer, r["messages"], cfg.max_tokens) for r in chat_records(held)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def batches(rows):
+    def batches(rows: list) -> list[dict]:
         return [collate_chat(rows[i : i + cfg.batch_size], pad) for i in range(0, len(rows), cfg.batch_size)]
 
+    timings: dict[str, float] = {}
+    t_phase = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    model = AutoModelForCausalLM.from_pretrained(parent_dir, local_files_only=True, dtype=torch.float32)
-    parent_loss = reply_loss(model, batches(held_rows)) if held_rows else None
+    model = get_peft_model(load_version(base, chain, device),
+                           lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("LoRA r %d alpha %d on %s: %.1fM trainable parameters", cfg.lora_r, cfg.lora_alpha,
+                ", ".join(cfg.lora_targets), trainable / 1e6)
+    timings["load"] = round(time.perf_counter() - t_phase, 1)
+    parent_loss = None
+    t_phase = time.perf_counter()
+    if held_rows:
+        with model.disable_adapter():
+            parent_loss = reply_loss(model, batches(held_rows), device, bf16=False)
+    timings["heldout_loss"] = round(time.perf_counter() - t_phase, 1)
+
     steps = max(1, math.ceil(len(train_rows) / cfg.batch_size * cfg.epochs))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(steps * cfg.warmup), steps)
     rng = random.Random(cfg.seed)
-    model.train()
-    done = 0
+    done, t_train = 0, time.perf_counter()
     while done < steps:
         order = list(range(len(train_rows)))
         rng.shuffle(order)
         for i in range(0, len(order), cfg.batch_size):
-            inputs = collate_chat([train_rows[j] for j in order[i : i + cfg.batch_size]], pad)
-            with autocast("cpu" if not torch.cuda.is_available() else "cuda", None):
+            model.train()
+            inputs = {k: v.to(device) for k, v in
+                      collate_chat([train_rows[j] for j in order[i : i + cfg.batch_size]], pad).items()}
+            with autocast(device, cfg.bf16):
                 loss = model(**inputs).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -166,43 +236,73 @@ def retrain_decoder(cfg: DecoderRetrainConfig) -> DecoderRetrainReport:
             scheduler.step()
             optimizer.zero_grad()
             done += 1
-            if done % 10 == 0:
-                logger.info("decoder step %d/%d loss %.3f", done, steps, float(loss))
+            rate = done * cfg.batch_size / (time.perf_counter() - t_train)
+            logger.info("step %d/%d loss %.3f lr %.1e %.2f ex/s", done, steps, loss.item(),
+                        scheduler.get_last_lr()[0], rate)
             if done >= steps:
                 break
-    new_loss = reply_loss(model, batches(held_rows)) if held_rows else None
+    timings["train"] = round(time.perf_counter() - t_train, 1)
+    t_phase = time.perf_counter()
+    # both losses in float32, the precision the conversion starts from: under bf16 autocast the unmerged adapter's
+    # held-out loss was 0.916 where the merged float32 model's is 0.859 (the real 0.5B model, 2 held-out chats)
+    new_loss = reply_loss(model, batches(held_rows), device, bf16=False) if held_rows else None
+    timings["heldout_loss"] = round(timings["heldout_loss"] + time.perf_counter() - t_phase, 1)  # both models
 
-    run = registry.folder / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    shutil.rmtree(run.parent, ignore_errors=True)
-    model.save_pretrained(run, safe_serialization=True)
-    tokenizer.save_pretrained(run)
-    generation = parent_dir / "generation_config.json"
-    if generation.exists() and not (run / generation.name).exists():
-        shutil.copy(generation, run / generation.name)
-
-    parent_keep = span_keeping_rate(parent_dir, held, cfg.max_eval_drafts)
-    new_keep = span_keeping_rate(run, held, cfg.max_eval_drafts)
-    promoted, reason = decide_decoder(parent_loss, new_loss, parent_keep, new_keep)
-    seconds = round(time.perf_counter() - t0, 1)
-    metrics = {"parent": {"heldout_loss": parent_loss, "span_kept": parent_keep},
-               "new": {"heldout_loss": new_loss, "span_kept": new_keep},
-               "train_examples": len(train_rows), "heldout_examples": len(held_rows)}
-    version = registry.add(run, parent=parent.id, promoted=promoted, reason=reason, metrics=metrics,
-                           training={"config": asdict(cfg), "steps": steps, "seconds": seconds})
-    shutil.rmtree(run.parent, ignore_errors=True)
-    (registry.folder / "last_retrain.json").write_text(json.dumps({"version": version.id, "promoted": promoted}))
-    logger.info("decoder %s %s: %s", version.id, "promoted" if promoted else "not promoted", reason)
-    return DecoderRetrainReport(version.id, parent.id, promoted, reason, metrics, seconds)
+    t_phase = time.perf_counter()
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging / ADAPTER)  # the adapter alone: adapter_config.json + adapter_model.safetensors
+    dense = _dense_folder(staging)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(dense)
+    del model, merged, optimizer
+    gc.collect()
+    for name in TOKENIZER_FILES:
+        if (base / name).is_file():
+            shutil.copy(base / name, dense / name)
+    logger.info("converting the merged decoder for CTranslate2")
+    hf_to_ct2(dense, staging / "ct2")
+    shutil.rmtree(dense, ignore_errors=True)
+    timings["merge_and_convert"] = round(time.perf_counter() - t_phase, 1)
+    logger.info("phases (s): %s", timings)
+    return {"parent_loss": parent_loss, "new_loss": new_loss, "steps": steps, "timings": timings,
+            "trainable_parameters": trainable, "device": device}
 
 
-def decide_decoder(parent_loss, new_loss, parent_keep, new_keep) -> tuple[bool, str]:
-    """Promote when the held-out reply loss is lower and the span is kept at least as often."""
-    if parent_loss is None or new_loss is None:
+def draft_scores(folder: Path, examples: list[FeedbackExample], cfg: DecoderRetrainConfig,
+                 cache: Path | None = None) -> dict | None:
+    """Grounding and span keeping of the drafts the decoder in ``folder`` (holding ``ct2/``) writes for the first
+    ``cfg.max_eval_drafts`` answerable ``examples``, prompted as at answer time; None when there is none."""
+    chosen = [ex for ex in examples if not ex.is_impossible][: cfg.max_eval_drafts]
+    if not chosen:
+        return None
+    decoder = GenerativeDecoder(cache, model=cfg.model, model_folder=folder,
+                                config=DecoderConfig(max_new_tokens=cfg.draft_tokens, seed=cfg.seed))
+    grounding, kept = 0.0, 0
+    for ex in chosen:
+        _, shown = example_passages(ex)
+        draft = "".join(piece.text for piece in decoder.answer(ex.question, shown, ex.history)).strip()
+        grounding += support(draft, [p.text for p in shown])
+        kept += contains_span(draft, ex.answer_text)
+    logger.info("%s: %d drafts, grounding %.3f, span kept %d", folder.name, len(chosen), grounding / len(chosen), kept)
+    return {"grounding": round(grounding / len(chosen), 4), "span_kept": round(kept / len(chosen), 4),
+            "drafts": len(chosen)}
+
+
+def decide_decoder(parent: dict, new: dict) -> tuple[bool, str]:
+    """Promote when the held-out reply loss is lower and grounding and span keeping are not worse; the reason says
+    the numbers. ``parent`` and ``new`` hold ``heldout_loss``, ``grounding`` and ``span_kept`` (None: not measured)."""
+    p_loss, n_loss = parent.get("heldout_loss"), new.get("heldout_loss")
+    if p_loss is None or n_loss is None:
         return False, "no held-out examples to compare on yet"
-    if new_loss >= parent_loss:
-        return False, f"held-out loss {new_loss:.3f} is not below the active decoder's {parent_loss:.3f}"
-    if parent_keep is not None and new_keep is not None and new_keep < parent_keep:
-        return False, f"keeps the span in {new_keep:.0%} of drafts, the active decoder in {parent_keep:.0%}"
-    return True, (f"held-out loss {parent_loss:.3f} → {new_loss:.3f}; span kept {parent_keep:.0%} → {new_keep:.0%}"
-                  if parent_keep is not None and new_keep is not None else
-                  f"held-out loss {parent_loss:.3f} → {new_loss:.3f}")
+    numbers = [f"held-out reply loss {p_loss:.3f} → {n_loss:.3f}"]
+    worse = [] if n_loss < p_loss else ["the loss is not lower"]
+    for key, label, fmt in (("grounding", "grounding", "{:.2f}"), ("span_kept", "span kept", "{:.0%}")):
+        p, n = parent.get(key), new.get(key)
+        if p is None or n is None:
+            continue
+        numbers.append(f"{label} {fmt.format(p)} → {fmt.format(n)}")
+        if n < p:
+            worse.append(f"{label} is worse")
+    if worse:
+        return False, f"{'; '.join(worse)}: " + ", ".join(numbers)
+    return True, ", ".join(numbers)

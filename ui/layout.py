@@ -121,7 +121,7 @@ def build(app: ChatQAApp) -> gr.Blocks:
                     ("reader", "Retrained with `python -m finetune reader --from-logs`; a version becomes active only "
                                "when it beats the active one on held-out feedback."),
                     ("decoder", "Retrained with `python -m finetune decoder --from-logs`; a version becomes active "
-                                "only when its held-out reply loss is lower and it keeps the span at least as often."),
+                                "only when its held-out reply loss is lower and its grounding and span keeping are not worse."),
                 )
             }
             refresh_models = gr.Button("Refresh")

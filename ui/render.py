@@ -138,7 +138,7 @@ _KINDS = {
 # The Models tab's two metric columns per role: (header, where in a version's "new" metrics, format).
 VERSION_METRICS = {
     "reader": [("held-out F1", ("heldout", "f1"), "{:.1f}"), ("SQuAD F1", ("squad", "f1"), "{:.1f}")],
-    "decoder": [("held-out reply loss", ("heldout_loss",), "{:.3f}"), ("span kept", ("span_kept",), "{:.0%}")],
+    "decoder": [("held-out reply loss", ("heldout_loss",), "{:.3f}"), ("grounding", ("grounding",), "{:.2f}"), ("span kept", ("span_kept",), "{:.0%}")],
 }
 
 

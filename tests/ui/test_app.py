@@ -204,11 +204,11 @@ def test_models_tab_lists_decoder_versions_with_their_own_metrics(app, tmp_path)
     (tmp_path / "d").mkdir()
     app.engine.decoder_registry.add(
         tmp_path / "d", parent=SHIPPED, promoted=False, reason="held-out loss 1.200 → 1.300: not lower",
-        metrics={"new": {"heldout_loss": 1.3, "span_kept": 0.75}},
+        metrics={"new": {"heldout_loss": 1.3, "grounding": 0.824, "span_kept": 0.75}},
     )
     rows, choice = app.versions("decoder")
-    assert [r[0] for r in rows] == [f"{SHIPPED} (active)", "r1"] and rows[1][4:6] == ["1.300", "75%"]
-    assert rows[0][4:6] == ["", ""]  # the shipped decoder has no metrics
+    assert [r[0] for r in rows] == [f"{SHIPPED} (active)", "r1"] and rows[1][4:7] == ["1.300", "0.82", "75%"]
+    assert rows[0][4:7] == ["", "", ""]  # the shipped decoder has no metrics
     rows, choice, _ = app.activate_version("decoder", "r1")
     assert rows[1][0] == "r1 (active)" and app.engine.decoder_registry.active().id == "r1"
     assert app.engine.registry is None  # the reader's versions were not touched
