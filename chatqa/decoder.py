@@ -33,9 +33,12 @@ logger = logging.getLogger(__name__)
 
 def decoder_registry(data_dir: str | Path, model: str = DEFAULT_DECODER, cache_dir: str | Path | None = None
                      ) -> ModelRegistry:
-    """The decoder's versions in ``data_dir``; "shipped" is the packaged model, converted into the cache."""
+    """The versions of packaged decoder ``model`` in ``data_dir`` (``models/decoder/`` for the default, else
+    ``models/decoder-<model>/``: each model's retrained versions apart); "shipped" is the packaged model, converted
+    into the cache."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return ModelRegistry(data_dir, role="decoder", shipped=cache / decoder_source(model).folder_name)
+    role = "decoder" if model == DEFAULT_DECODER else f"decoder-{model}"
+    return ModelRegistry(data_dir, role=role, shipped=cache / decoder_source(model).folder_name)
 
 
 @dataclass(frozen=True)

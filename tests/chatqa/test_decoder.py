@@ -104,3 +104,13 @@ def test_the_real_decoder_answers_a_guide_question_with_the_right_words(real_dec
     assert len(pieces) >= 3  # streamed
     found = [w for w in ("PDF", "Word", "HTML", "Markdown", "plain-text") if w.casefold() in answer.casefold()]
     assert len(found) >= 4, answer
+
+
+def test_each_packaged_decoder_keeps_its_own_versions(tmp_path):
+    from chatqa.decoder import decoder_registry
+
+    small, large = decoder_registry(tmp_path, cache_dir=tmp_path / "c"), decoder_registry(
+        tmp_path, "qwen2.5-1.5b", cache_dir=tmp_path / "c")
+    assert small.folder == tmp_path / "models" / "decoder"
+    assert large.folder == tmp_path / "models" / "decoder-qwen2.5-1.5b"
+    assert large.shipped == tmp_path / "c" / "decoder-qwen2.5-1.5b"
