@@ -138,7 +138,7 @@ def leave_one_document_out(rows: list[dict], cfg: CalibrationConfig, drafts: lis
 def _with_drafts(rows: list[dict], drafts: list[dict] | None) -> list[dict]:
     """``rows`` with their draft's signals merged in (by id), when there are drafts."""
     by_id = {d["id"]: d["signals"] for d in drafts or []}
-    return [{**r, "signals": {**by_id.get(r["id"], {}), **r["signals"]}} for r in rows]
+    return [{**r, "signals": {**r["signals"], **by_id.get(r["id"], {})}} for r in rows]
 
 
 def collect(cfg: CalibrationConfig, mode: str) -> list[dict]:
