@@ -49,7 +49,21 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("CHATQA_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-__all__ = ["AddReport", "KnowledgeBase", "Skipped", "default_data_dir", "expand_paths"]
+def default_max_file_bytes() -> int:
+    """$CHATQA_MAX_FILE_MB megabytes (the app's `--max-file-mb` sets it), else DEFAULT_MAX_BYTES."""
+    raw = os.environ.get("CHATQA_MAX_FILE_MB", "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not 0 < mb < float("inf"):
+        raise ChatQAError(f"CHATQA_MAX_FILE_MB must be a positive number of megabytes, got {raw!r}")
+    return int(mb * 1024 * 1024)
+
+
+__all__ = ["AddReport", "KnowledgeBase", "Skipped", "default_data_dir", "default_max_file_bytes", "expand_paths"]
 
 
 class KnowledgeBase:
@@ -61,12 +75,13 @@ class KnowledgeBase:
         *,
         embedder: Embedder | None = None,
         chunker_config: ChunkerConfig | None = None,
-        max_file_bytes: int = DEFAULT_MAX_BYTES,
+        max_file_bytes: int | None = None,
         candidates: int = 50,
         rrf_k: int = 10,
         bm25_weight: float = 1.5,
     ):
         """`candidates` hits of each retriever are fused; `rrf_k` and `bm25_weight` shape the fusion.
+        `max_file_bytes`: the largest file added (default: $CHATQA_MAX_FILE_MB megabytes, else 50 MB).
 
         The fusion defaults were chosen on the answerable questions of squad-v2.0-dev-16art.json (recall@5 0.965,
         against 0.960 for plain k=10 and 0.957 for k=60); the retrieval figures in the README are measured on other
@@ -77,7 +92,7 @@ class KnowledgeBase:
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.embedder = embedder if embedder is not None else Embedder()
         self.chunker_config = chunker_config if chunker_config is not None else ChunkerConfig()
-        self.max_file_bytes = max_file_bytes
+        self.max_file_bytes = max_file_bytes if max_file_bytes is not None else default_max_file_bytes()
         self.batch_chunks = BATCH_CHUNKS  # passages embedded and stored together when adding files
         self.batch_files = BATCH_FILES
         self.candidates = candidates
