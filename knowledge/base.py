@@ -14,6 +14,7 @@ patched from SQLite when they differ (see knowledge/store.py).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -213,9 +214,13 @@ class KnowledgeBase:
 
     @property
     def chunker(self) -> Chunker:
-        if self._chunker is None:
-            self._chunker = Chunker(tokenizer_offsets(self.embedder.tokenizer), self.chunker_config)
-        return self._chunker
+        with self._lock:
+            if self._chunker is None:
+                # A copy of the tokenizer: the chunker runs on the loader thread while the embedder tokenizes on
+                # another, and a fast tokenizer whose truncation settings change under it raises "Already borrowed".
+                tokenizer = copy.deepcopy(self.embedder.tokenizer)
+                self._chunker = Chunker(tokenizer_offsets(tokenizer), self.chunker_config)
+            return self._chunker
 
     # -- adding ----------------------------------------------------------------------------------------------------
     def add_files(
