@@ -29,6 +29,7 @@ from knowledge.loaders import (
     load_bytes,
     looks_binary,
 )
+from knowledge.loaders.common import first_line
 from knowledge.store import DocumentInfo, NewChunk, NewDocument
 
 if TYPE_CHECKING:
@@ -156,8 +157,8 @@ def _prepare_file(kb: KnowledgeBase, path: Path) -> Prepared:
     try:
         return prepare_bytes(kb, data, path.name, path)
     except Exception as e:  # a parsing library's own bug must not stop the other files: report it as this file's
-        logger.warning("could not read %s", path, exc_info=True)
-        return Prepared(path, error=CorruptDocument(path.name, f"could not be read ({type(e).__name__}: {e})"))
+        logger.debug("could not read %s", path, exc_info=True)
+        return Prepared(path, error=CorruptDocument(path.name, f"could not be read ({type(e).__name__}: {first_line(e)})"))
 
 
 def _batches(kb: KnowledgeBase, files: list[Path], stop: threading.Event) -> Iterator[list[Prepared]]:
