@@ -50,12 +50,12 @@ def _cell(value: object) -> str:
 
 
 def _pages_of(records: list[str], unit: str) -> Loaded:
-    groups = [records[i : i + ROWS_PER_PAGE] for i in range(0, len(records), ROWS_PER_PAGE)]
+    starts = range(0, len(records), ROWS_PER_PAGE)
+    groups = [records[i : i + ROWS_PER_PAGE] for i in starts]
     text, pages = paged(["\n\n".join(g) for g in groups])
     sections = tuple(
-        Section(f"{unit} {p.number * ROWS_PER_PAGE - ROWS_PER_PAGE + 1}–{p.number * ROWS_PER_PAGE - ROWS_PER_PAGE + len(g)}",
-                p.start, p.end)
-        for p, g in zip(pages, groups, strict=True)
+        Section(f"{unit} {first + 1}–{first + len(group)}", page.start, page.end)
+        for first, group, page in zip(starts, groups, pages, strict=True)
     )
     return Loaded(text, pages=pages, sections=sections)
 
