@@ -35,6 +35,7 @@ from knowledge.embedder import Embedder  # noqa: E402
 QA = REPO.parent / "shared" / "data" / "qa"
 ARTICLES = QA / "dev" / "squad-v1.1-dev-13art.json"
 TARGETS = {"small_files_seconds": 30.0, "articles_chunks_per_second": 60.0}
+BEFORE = {"small_files": 9.3, "articles": 26.3}  # issue #23 (2,000 files in 215 s) and bench/results/retrieval.json
 
 
 def write_small_files(folder: Path, n: int, sentences: list[str], rng: random.Random) -> None:
@@ -84,9 +85,9 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, key, metric, target, label in (
-        (left, "small_files", "files_per_second", 2000 / TARGETS["small_files_seconds"], "files/s"),
-        (right, "articles", "chunks_per_second", TARGETS["articles_chunks_per_second"], "chunks/s"),
+    for ax, key, metric, target, label, before in (
+        (left, "small_files", "files_per_second", 2000 / TARGETS["small_files_seconds"], "files/s", BEFORE["small_files"]),
+        (right, "articles", "chunks_per_second", TARGETS["articles_chunks_per_second"], "chunks/s", BEFORE["articles"]),
     ):
         runs = [(name, r) for name, r in (("batched", results[key]), ("per file, fp32", results.get(f"{key}_baseline")))
                 if r is not None]
@@ -94,7 +95,8 @@ def plot(results: dict, path: Path) -> None:
         for bar, (_, r) in zip(bars, runs, strict=True):
             ax.annotate(f"{r[metric]}\n({r['seconds']} s, load {r['load_average_before'][0]})",
                         (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
-        ax.axhline(target, color="grey", lw=0.8, ls=":", label=f"target {target:g} {label}")
+        ax.axhline(target, color="C2", lw=0.8, ls=":", label=f"target {target:.1f} {label}")
+        ax.axhline(before, color="C3", lw=0.8, ls="--", label=f"before #23, as reported: {before:g} {label}")
         ax.set_ylabel(label)
         ax.margins(y=0.25)
         ax.legend(fontsize=8, loc="upper right")

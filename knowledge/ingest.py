@@ -127,6 +127,7 @@ class Prepared:
     sha: str = ""
     loaded: LoadedDocument | None = None
     pieces: list[Chunk] = field(default_factory=list)
+    saved: bool = False  # its original is already in documents/
 
 
 def prepare_bytes(kb: KnowledgeBase, data: bytes, name: str, path: Path | None = None) -> Prepared:
@@ -172,6 +173,9 @@ def _batches(kb: KnowledgeBase, files: list[Path], stop: threading.Event) -> Ite
         if item.loaded is not None:
             if item.sha in seen:
                 item = Prepared(path, duplicate_of=item.sha, sha=item.sha)
+            else:  # here, off the embedding thread's path; before its SQLite row, as always
+                kb._save_original(item.data, item.sha, Path(item.name).suffix.lower())
+                item.saved = True
             seen.add(item.sha)
         batch.append(item)
         chunks += len(item.pieces)
@@ -233,7 +237,8 @@ def write_batch(kb: KnowledgeBase, batch: list[Prepared], report: AddReport, *, 
     for p in new:
         offsets[id(p)] = pos
         pos += len(p.pieces)
-        kb._save_original(p.data, p.sha, Path(p.name).suffix.lower())
+        if not p.saved:
+            kb._save_original(p.data, p.sha, Path(p.name).suffix.lower())
     by_sha: dict[str, DocumentInfo] = {}
     with kb._lock:
         fresh = []
