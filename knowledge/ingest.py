@@ -3,7 +3,9 @@
 A loader thread reads, loads and chunks files into batches while the caller's thread embeds and stores the batch
 before: the two overlap, and the embedder is called once per batch of files rather than once per file. Each batch
 is written to SQLite in one transaction and then to FAISS (atomically, as every write), so an interrupted add keeps
-every batch already written and leaves no half-written document.
+every batch already written and leaves no half-written document. Originals are written to `documents/` by the loader
+thread, before their batch's transaction; one whose batch never got stored is removed by a later open, like any
+leftover of an interrupted write.
 """
 
 from __future__ import annotations
