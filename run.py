@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from chatqa.cli import _offline, _positive_int
+from chatqa.cli import _offline, _positive_int, _positive_mb
 from chatqa.turn import ANSWER_MODES
 from knowledge.errors import ChatQAError
 
@@ -40,10 +40,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-auth", action="store_true",
                         help="serve another --host than 127.0.0.1 without sign-in: everyone who reaches it may read "
                              "every conversation and change the documents")
+    parser.add_argument("--max-file-mb", type=_positive_mb, default=None, metavar="MB",
+                        help="largest file to upload and add, in MB (default: $CHATQA_MAX_FILE_MB or 50)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.max_file_mb is not None:
+        os.environ["CHATQA_MAX_FILE_MB"] = str(args.max_file_mb)  # read by the knowledge base the app opens
     try:
         from chatqa.auth import UserStore, check_host
 

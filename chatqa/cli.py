@@ -66,6 +66,8 @@ def cmd_kb_add(args) -> int:
     from tqdm import tqdm
 
     kb = _open_kb(args, create=True)
+    if args.max_file_mb is not None:
+        kb.max_file_bytes = int(args.max_file_mb * 1024 * 1024)
     bar = tqdm(desc="adding", unit="file", disable=args.quiet, leave=False)
 
     def progress(path: Path) -> None:
@@ -78,9 +80,12 @@ def cmd_kb_add(args) -> int:
         print(f"added     [{doc.id}] {terminal_safe(doc.name)} ({doc.n_chunks} chunks)")
     for doc in report.unchanged:
         print(f"unchanged [{doc.id}] {terminal_safe(doc.name)} (already in the knowledge base)")
+    for skip in report.skipped:
+        print(f"skipped   {terminal_safe(skip)}")
     for err in report.failed:
         print(f"error: {terminal_safe(err)}", file=sys.stderr)
-    print(f"{len(report.added)} added, {len(report.unchanged)} unchanged, {len(report.failed)} failed")
+    print(f"{len(report.added)} added, {len(report.unchanged)} unchanged, {len(report.failed)} failed, "
+          f"{len(report.skipped)} skipped")
     return 1 if report.failed else 0
 
 
@@ -380,6 +385,16 @@ def _snippet(text: str, width: int = 160) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+def _positive_mb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of megabytes, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of megabytes, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -422,8 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     kb = commands.add_parser("kb", help="manage the knowledge base", description="Manage the knowledge base.")
     kb_commands = kb.add_subparsers(dest="kb_command", metavar="KB_COMMAND", required=True)
-    p = kb_commands.add_parser("add", parents=[common], help="add files and folders (PDF, DOCX, HTML, Markdown, text)")
+    p = kb_commands.add_parser("add", parents=[common], help="add files and folders (PDF, Office, HTML, EPUB, text, data)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked recursively)")
+    p.add_argument("--max-file-mb", type=_positive_mb, default=None, metavar="MB",
+                   help="largest file to add, in MB (default: $CHATQA_MAX_FILE_MB or 50)")
     p.set_defaults(func=cmd_kb_add)
     p = kb_commands.add_parser("list", parents=[common], help="list the documents")
     p.add_argument("--json", action="store_true", help="print JSON")

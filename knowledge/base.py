@@ -14,31 +14,30 @@ patched from SQLite when they differ (see knowledge/store.py).
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from knowledge.chunker import Chunker, ChunkerConfig, tokenizer_offsets
 from knowledge.embedder import Embedder
-from knowledge.errors import ChatQAError, DocumentError, MissingFile, UnknownDocument
+from knowledge.errors import ChatQAError, MissingFile, UnknownDocument
 from knowledge.files import atomic_write
-from knowledge.loaders import (
-    DEFAULT_MAX_BYTES,
-    SUPPORTED_SUFFIXES,
-    LoadedDocument,
-    Page,
-    Section,
-    check_size,
-    load_bytes,
+from knowledge.ingest import (
+    BATCH_CHUNKS,
+    BATCH_FILES,
+    AddReport,
+    Skipped,
+    add_paths,
+    expand_paths,
+    prepare_bytes,
+    write_batch,
 )
+from knowledge.loaders import DEFAULT_MAX_BYTES, LoadedDocument, Page, Section, check_size
 from knowledge.search import SEARCH_MODES, Hit, fts5_match, query_terms, reciprocal_rank_fusion
 from knowledge.store import DB_NAME, INDEX_NAME, DocumentInfo, NewChunk, Store, VectorIndex, connect
 
@@ -51,11 +50,21 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("CHATQA_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-@dataclass
-class AddReport:
-    added: list[DocumentInfo] = field(default_factory=list)
-    unchanged: list[DocumentInfo] = field(default_factory=list)  # already present (same content)
-    failed: list[DocumentError] = field(default_factory=list)
+def default_max_file_bytes() -> int:
+    """$CHATQA_MAX_FILE_MB megabytes (the app's `--max-file-mb` sets it), else DEFAULT_MAX_BYTES."""
+    raw = os.environ.get("CHATQA_MAX_FILE_MB", "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not 0 < mb < float("inf"):
+        raise ChatQAError(f"CHATQA_MAX_FILE_MB must be a positive number of megabytes, got {raw!r}")
+    return int(mb * 1024 * 1024)
+
+
+__all__ = ["AddReport", "KnowledgeBase", "Skipped", "default_data_dir", "default_max_file_bytes", "expand_paths"]
 
 
 class KnowledgeBase:
@@ -67,12 +76,13 @@ class KnowledgeBase:
         *,
         embedder: Embedder | None = None,
         chunker_config: ChunkerConfig | None = None,
-        max_file_bytes: int = DEFAULT_MAX_BYTES,
+        max_file_bytes: int | None = None,
         candidates: int = 50,
         rrf_k: int = 10,
         bm25_weight: float = 1.5,
     ):
         """`candidates` hits of each retriever are fused; `rrf_k` and `bm25_weight` shape the fusion.
+        `max_file_bytes`: the largest file added (default: $CHATQA_MAX_FILE_MB megabytes, else 50 MB).
 
         The fusion defaults were chosen on the answerable questions of squad-v2.0-dev-16art.json (recall@5 0.965,
         against 0.960 for plain k=10 and 0.957 for k=60); the retrieval figures in the README are measured on other
@@ -83,7 +93,9 @@ class KnowledgeBase:
         self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         self.embedder = embedder if embedder is not None else Embedder()
         self.chunker_config = chunker_config if chunker_config is not None else ChunkerConfig()
-        self.max_file_bytes = max_file_bytes
+        self.max_file_bytes = max_file_bytes if max_file_bytes is not None else default_max_file_bytes()
+        self.batch_chunks = BATCH_CHUNKS  # passages embedded and stored together when adding files
+        self.batch_files = BATCH_FILES
         self.candidates = candidates
         self.rrf_k = rrf_k
         self.bm25_weight = bm25_weight
@@ -202,28 +214,26 @@ class KnowledgeBase:
 
     @property
     def chunker(self) -> Chunker:
-        if self._chunker is None:
-            self._chunker = Chunker(tokenizer_offsets(self.embedder.tokenizer), self.chunker_config)
-        return self._chunker
+        with self._lock:
+            if self._chunker is None:
+                # A copy of the tokenizer: the chunker runs on the loader thread while the embedder tokenizes on
+                # another, and a fast tokenizer whose truncation settings change under it raises "Already borrowed".
+                tokenizer = copy.deepcopy(self.embedder.tokenizer)
+                self._chunker = Chunker(tokenizer_offsets(tokenizer), self.chunker_config)
+            return self._chunker
 
     # -- adding ----------------------------------------------------------------------------------------------------
     def add_files(
         self, paths: Iterable[str | Path], *, progress: Callable[[Path], None] | None = None
     ) -> AddReport:
-        """Add files and folders (recursively, supported types only). A bad file is reported, never fatal."""
+        """Add files and folders (recursively, supported types only). A bad file is reported, never fatal; what
+        a folder walk leaves out (hidden, unsupported, too large) is listed in `report.skipped`.
+
+        Files are embedded and stored in batches across files (knowledge.ingest), loading overlapping embedding."""
         report = AddReport()
-        for path in expand_paths(paths, report):
-            if progress is not None:
-                progress(path)
-            try:
-                doc, new = self.add_file(path, save_index=False)
-            except DocumentError as e:
-                logger.info("not added: %s", e)
-                report.failed.append(e)
-                continue
-            (report.added if new else report.unchanged).append(doc)
-        if report.added:
-            self.index.save()
+        files = expand_paths(paths, report, max_bytes=self.max_file_bytes)
+        self.open()
+        add_paths(self, files, report, progress)
         return report
 
     def add_file(self, path: str | Path, *, save_index: bool = True) -> tuple[DocumentInfo, bool]:
@@ -235,29 +245,14 @@ class KnowledgeBase:
 
     def add_bytes(self, data: bytes, name: str, *, save_index: bool = True) -> tuple[DocumentInfo, bool]:
         """Add one document from its bytes. Returns (document, True if it was new)."""
-        sha = hashlib.sha256(data).hexdigest()
-        existing = self.store.find_by_sha(sha)
-        if existing is not None:
-            return existing, False
-        loaded = load_bytes(data, name, max_bytes=self.max_file_bytes)
-        chunks = self._embed_chunks(loaded)
-        self._save_original(data, sha, Path(name).suffix.lower())
-        with self._lock:
-            existing = self.store.find_by_sha(sha)  # a concurrent upload of the same file may have won
-            if existing is not None:
-                return existing, False
-            doc_id, chunk_ids = self.store.insert_document(
-                name=Path(name).name, sha256=sha, size=len(data), mime=loaded.mime, title=loaded.title,
-                text=loaded.text, pages=[asdict(p) for p in loaded.pages],
-                sections=[asdict(s) for s in loaded.sections], chunks=chunks,
-            )
-            self._apply(lambda index: index.add(np.array(chunk_ids), np.stack([c.embedding for c in chunks])))
-            if save_index:
-                self.index.save()
-        doc = self.store.get_document(doc_id)
-        assert doc is not None
-        logger.info("added %s (%d chunks)", doc.name, doc.n_chunks)
-        return doc, True
+        prepared = prepare_bytes(self, bytes(data), name)
+        if prepared.error is not None:
+            raise prepared.error
+        report = AddReport()
+        write_batch(self, [prepared], report, save_index=save_index)
+        if report.added:
+            return report.added[0], True
+        return report.unchanged[0], False
 
     def _embed_chunks(self, loaded: LoadedDocument) -> list[NewChunk]:
         pieces = self.chunker.chunk(loaded.text)
@@ -403,21 +398,3 @@ class KnowledgeBase:
                 )
             )
         return hits
-
-
-def expand_paths(paths: Iterable[str | Path], report: AddReport) -> list[Path]:
-    """Files as given, folders walked for supported types (hidden entries skipped); missing paths reported."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for sub in sorted(path.rglob("*")):
-                hidden = any(p.startswith(".") for p in sub.relative_to(path).parts)
-                if sub.is_file() and not hidden and sub.suffix.lower() in SUPPORTED_SUFFIXES:
-                    files.append(sub)
-        elif path.exists():
-            files.append(path)
-        else:
-            report.failed.append(MissingFile(path, "no such file or folder"))
-    return files
-

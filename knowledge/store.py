@@ -74,6 +74,21 @@ class NewChunk:
     embedding: np.ndarray
 
 
+@dataclass(frozen=True)
+class NewDocument:
+    """A document ready to store: its loaded text and structure, and its embedded chunks."""
+
+    name: str
+    sha256: str
+    size: int
+    mime: str
+    title: str
+    text: str
+    pages: Sequence[dict]
+    sections: Sequence[dict]
+    chunks: Sequence[NewChunk]
+
+
 def connect(path: Path) -> sqlite_utils.Database:
     """A sqlite-utils database in WAL mode, usable from the UI's worker threads (callers serialise writes)."""
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
@@ -167,17 +182,25 @@ class Store:
         pages: Sequence[dict], sections: Sequence[dict], chunks: Sequence[NewChunk],
     ) -> tuple[int, list[int]]:
         """Insert a document and its chunks in one transaction. Returns (doc id, chunk ids)."""
+        doc = NewDocument(name, sha256, size, mime, title, text, pages, sections, chunks)
+        return self.insert_documents([doc])[0]
+
+    def insert_documents(self, docs: Sequence[NewDocument]) -> list[tuple[int, list[int]]]:
+        """Insert several documents and their chunks in one transaction: all of them or none. Returns (doc id,
+        chunk ids) for each, in order."""
         added = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out = []
         with self.lock, self.db.atomic():
-            cur = self.db.execute(
-                "INSERT INTO documents (name, sha256, size, mime, title, added, text, pages, sections) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [name, sha256, size, mime, title, added, text, json.dumps(list(pages)), json.dumps(list(sections))],
-            )
-            doc_id = cur.lastrowid
-            chunk_ids = self._insert_chunks(doc_id, chunks)
+            for d in docs:
+                cur = self.db.execute(
+                    "INSERT INTO documents (name, sha256, size, mime, title, added, text, pages, sections) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [d.name, d.sha256, d.size, d.mime, d.title, added, d.text, json.dumps(list(d.pages)),
+                     json.dumps(list(d.sections))],
+                )
+                out.append((cur.lastrowid, self._insert_chunks(cur.lastrowid, d.chunks)))
             self._changed()
-        return doc_id, chunk_ids
+        return out
 
     def replace_chunks(self, doc_id: int, chunks: Sequence[NewChunk]) -> list[int] | None:
         """Swap a document's chunks for new ones in one transaction (re-indexing). None, changing nothing, when the

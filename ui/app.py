@@ -381,6 +381,7 @@ class ChatQAApp:
         lines = [f"<b>added</b> {_esc(d.name)} ({d.n_chunks} passage{'s' * (d.n_chunks != 1)})" for d in report.added]
         lines += [f"<b>unchanged</b> {_esc(d.name)}: already in the knowledge base" for d in report.unchanged]
         lines += [f'<b class="chatqa-error">not added</b> {_esc(e)}' for e in report.failed]
+        lines += [f"<b>skipped</b> {_esc(s.path.name)}: {_esc(s.reason)}" for s in report.skipped]
         return None, "<br>".join(lines), *self.documents()
 
     def remove_document(self, doc_id: int | None, request: gr.Request | None = None):

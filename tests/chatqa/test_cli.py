@@ -98,6 +98,40 @@ def test_unknown_id_and_missing_path_are_one_line_errors(capsys, data_dir, tmp_p
     assert code == 1 and err == "error: no document with id 99 in the knowledge base (see `chatqa kb list`)\n"
 
 
+def test_kb_add_lists_each_skip_and_takes_a_size_limit(capsys, data_dir, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "manual.rst").write_text("Manual\n======\n\nPress the red button.")
+    (folder / "big.txt").write_text("word " * 300_000)  # 1.4 MB
+    (folder / ".cache").write_text("hidden")
+    (folder / "logo.svg").write_text("<svg/>")
+    code, out, err = run(capsys, "kb", "add", str(folder), "--max-file-mb", "1", "--data-dir", data_dir, "-q")
+    assert code == 0 and err == ""  # skips are not failures
+    lines = out.splitlines()
+    assert lines[0] == "added     [1] manual.rst (1 chunks)"
+    assert lines[1] == f"skipped   {folder / '.cache'}: hidden file"
+    assert lines[2].startswith(f"skipped   {folder / 'big.txt'}: too large: is 1.4 MB, larger than the 1.0 MB limit")
+    assert lines[3].startswith(f"skipped   {folder / 'logo.svg'}: unsupported type '.svg'")
+    assert lines[4] == "1 added, 0 unchanged, 0 failed, 3 skipped"
+    code, out, _ = run(capsys, "kb", "add", str(folder / "big.txt"), "--max-file-mb", "1.5", "--data-dir", data_dir, "-q")
+    assert code == 0 and out.startswith("added     [2] big.txt")
+    with pytest.raises(SystemExit):
+        main(["kb", "add", str(folder), "--max-file-mb", "0"])
+    assert "--max-file-mb: must be a positive number of megabytes, got 0" in capsys.readouterr().err
+
+
+def test_max_file_mb_from_the_environment(monkeypatch):
+    from knowledge.base import KnowledgeBase
+    from knowledge.errors import ChatQAError
+
+    monkeypatch.setenv("CHATQA_MAX_FILE_MB", "2.5")
+    assert KnowledgeBase("unused").max_file_bytes == int(2.5 * 1024 * 1024)
+    assert KnowledgeBase("unused", max_file_bytes=10).max_file_bytes == 10
+    monkeypatch.setenv("CHATQA_MAX_FILE_MB", "lots")
+    with pytest.raises(ChatQAError, match="CHATQA_MAX_FILE_MB must be a positive number of megabytes, got 'lots'"):
+        KnowledgeBase("unused")
+
+
 def test_data_dir_from_environment(capsys, monkeypatch, tmp_path, files):
     monkeypatch.setenv("CHATQA_DATA_DIR", str(tmp_path / "env-data"))
     code, _, _ = run(capsys, "kb", "add", str(files / "eiffel.txt"), "-q")

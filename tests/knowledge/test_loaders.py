@@ -121,7 +121,10 @@ def body(doc: LoadedDocument, sec: Section) -> str:
 
 
 def test_supported_suffixes_and_default_limit():
-    assert set(SUPPORTED_SUFFIXES) == {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}
+    assert set(SUPPORTED_SUFFIXES) == {
+        ".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".rst", ".csv", ".tsv", ".json", ".jsonl",
+        ".log", ".pptx", ".xlsx", ".epub", ".odt",
+    }
     assert SUPPORTED_SUFFIXES[".pdf"] == "application/pdf"
     assert SUPPORTED_SUFFIXES[".md"] == SUPPORTED_SUFFIXES[".markdown"] == "text/markdown"
     assert DEFAULT_MAX_BYTES == 50 * 1024 * 1024
@@ -527,8 +530,7 @@ def test_unsupported_type(tmp_path):
     assert "setup.exe" in message and ".exe" in message
     for suffix in SUPPORTED_SUFFIXES:
         assert suffix in message
-    with pytest.raises(UnsupportedFileType, match="README"):
-        load_bytes(b"text", "README")
+    assert load_bytes(b"Read me first.", "README").text == "Read me first."  # extension-less text is sniffed
 
 
 def test_file_over_max_bytes(tmp_path):

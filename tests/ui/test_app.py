@@ -126,6 +126,19 @@ def test_uploads_report_each_bad_file_and_add_the_rest(app, tmp_path):
         app.add_files([])
 
 
+def test_the_upload_report_lists_each_skipped_file_with_its_reason(app, tmp_path):
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    (folder / "tide.rst").write_text("Tides\n=====\n\nHigh tide is at 6 <b>sharp</b>.")
+    (folder / ".draft.txt").write_text("hidden")
+    (folder / "chart<1>.png").write_bytes(b"\x89PNG")
+    _cleared, report, *_ = app.add_files([str(folder)])
+    lines = report.split("<br>")
+    assert lines[0] == "<b>added</b> tide.rst (1 passage)"
+    assert len(lines) == 3 and lines[1] == "<b>skipped</b> .draft.txt: hidden file"
+    assert lines[2].startswith("<b>skipped</b> chart&lt;1&gt;.png: unsupported type &#x27;.png&#x27; (supported: .txt,")
+
+
 def test_remove_and_reindex(app):
     doc = app.kb.list_documents()[0]
     message, rows, *_ = app.remove_document(doc.id)
