@@ -161,7 +161,8 @@ def plot(extractive: list[float], first_token: list[float], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.boxplot([extractive, first_token], tick_labels=["extractive answer", "generative first token"], vert=False)
+    ax.boxplot([extractive, first_token], tick_labels=["extractive answer", "generative first token"],
+               orientation="horizontal")
     ax.axvline(0.3, color="C0", ls=":", lw=1, label="0.3 s target (extractive p50)")
     ax.axvline(1.2, color="C1", ls=":", lw=1, label="1.2 s target (first token p50)")
     ax.set_xlabel("seconds (2-core CPU)")
