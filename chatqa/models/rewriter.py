@@ -65,6 +65,13 @@ def base_hf_folder(models_dir: Path, progress: Progress | None = None) -> Path:
     return folder
 
 
+def rewriter_registry(data_dir: str | Path):
+    """The rewriter's versions in ``<data_dir>/models/rewriter/``; "shipped" is the adapter in ``ADAPTER_DIR``."""
+    from chatqa.registry import ModelRegistry
+
+    return ModelRegistry(data_dir, role="rewriter", shipped=ADAPTER_DIR)
+
+
 def adapter_version(adapter_dir: Path) -> str:
     """The first 12 hex digits of the adapter weights' SHA-256: a new adapter gets a new converted folder."""
     weights = Path(adapter_dir) / "adapter_model.safetensors"
@@ -105,7 +112,9 @@ def prepare_rewriter(models_dir: Path, adapter_dir: Path = ADAPTER_DIR, progress
     base = base_hf_folder(models_dir, progress)
     if progress is not None:
         progress("Preparing the question rewriter (once): merging and converting it… (about a minute)")
-    merged = merge_adapter(base, Path(adapter_dir), folder / "hf")
+    merged = folder / "hf"
+    if not is_hf_folder(merged):  # an interrupted conversion resumes from the merged folder
+        merge_adapter(base, Path(adapter_dir), merged)
     try:
         hf_to_ct2(merged, ct2)
     except ChatQAError as e:
@@ -117,8 +126,9 @@ def prepare_rewriter(models_dir: Path, adapter_dir: Path = ADAPTER_DIR, progress
 class Rewriter:
     """Rewrites a follow-up into a standalone question from the earlier turns' standalone questions.
 
-    ``model_folder``: a CTranslate2 folder to use as it is (tests, benchmarks); otherwise the shipped adapter in
-    ``adapter_dir`` is merged and converted into ``models_dir`` on the first ``warm_up()``.
+    ``model_folder``: a CTranslate2 folder to use as it is (tests, benchmarks); otherwise the adapter in
+    ``adapter_dir`` (default: the active version of :func:`rewriter_registry` for the data directory that holds
+    ``models_dir``, at first the shipped one) is merged and converted into ``models_dir`` on the first ``warm_up()``.
     """
 
     def __init__(
@@ -137,7 +147,7 @@ class Rewriter:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         self.models_dir = Path(models_dir) if models_dir is not None else None
-        self.adapter_dir = Path(adapter_dir) if adapter_dir is not None else ADAPTER_DIR
+        self.adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
         self.model_folder = Path(model_folder) if model_folder is not None else None
         self.max_history = max_history
         self.max_new_tokens = max_new_tokens
@@ -172,8 +182,16 @@ class Rewriter:
             from tokenizers import Tokenizer
         except ImportError as e:
             raise RewriterUnavailable(f"ctranslate2 or tokenizers is missing ({e}): run `make setup`") from e
-        folder = self.model_folder if self.model_folder is not None else prepare_rewriter(
-            self.models_dir, self.adapter_dir, self.progress)
+        if self.model_folder is not None:
+            folder = self.model_folder
+        else:
+            adapter = self.adapter_dir
+            if adapter is None:
+                try:
+                    adapter = rewriter_registry(self.models_dir.parent).checkpoint()
+                except ChatQAError as e:
+                    raise RewriterUnavailable(f"the rewriter's registry is unreadable ({e})") from e
+            folder = prepare_rewriter(self.models_dir, adapter, self.progress)
         if not is_ct2_folder(folder):
             raise RewriterUnavailable(f"{folder} is not a CTranslate2 model folder")
         try:
