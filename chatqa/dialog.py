@@ -3,7 +3,8 @@ reading ("When was the Eiffel Tower built?"), keeping the person's own words for
 
 With a :class:`~chatqa.models.rewriter.Rewriter` (a model fine-tuned on CANARD's human rewrites), follow-ups are
 rewritten by it; first turns never call it. When it is missing or fails, the rules below rewrite instead (a warning
-is logged). The rules are cheap: pronouns and demonstratives are replaced by what they most likely point to,
+is logged), and when its rewrite keeps a pronoun of the question that the rules can resolve, the rules' rewrite is
+used (:func:`choose_rewrite`). The rules are cheap: pronouns and demonstratives are replaced by what they most likely point to,
 and elliptical follow-ups ("And the second one?", "Why?") borrow the previous question.
 
 - "it"/"its": the thing a what/which question just asked for ("What space station…?" "Skylab" → "Where was it
@@ -145,6 +146,24 @@ def _is_name(text: str) -> bool:
     return 0 < len(words) <= 6 and all(w[:1].isupper() or w.lower() in {"of", "the", "de", "von", "van"} for w in words)
 
 
+UNRESOLVED = frozenset({"it", "its", "they", "them", "their", "he", "him", "his", "she", "her"})
+
+
+def choose_rewrite(question: str, model_rewrite: str, rules_rewrite) -> str:
+    """The model's rewrite, unless it is empty or kept a pronoun of the question that the rules can resolve
+    ("What happens when they are password-protected?" returned as asked): then the rules' rewrite.
+    ``rules_rewrite`` is called only when needed (a callable returning the rules' rewrite)."""
+    model_rewrite = " ".join(model_rewrite.split())
+    if not model_rewrite:
+        return rules_rewrite()
+    kept = {w.lower() for w in _words(question)} & {w.lower() for w in _words(model_rewrite)} & UNRESOLVED
+    if kept:
+        rules = rules_rewrite()
+        if rules != " ".join(question.split()):
+            return rules
+    return model_rewrite
+
+
 class QuestionRewriter(Protocol):
     """What the dialog manager needs of a rewriter model (:class:`chatqa.models.rewriter.Rewriter`)."""
 
@@ -175,8 +194,7 @@ class DialogManager:
                     logger.warning("the question rewriter failed (%s); the rules rewrite follow-ups instead", e)
                     self._warned = True
             else:
-                if rewritten:
-                    return rewritten
+                return choose_rewrite(question, rewritten, lambda: self.condense_by_rules(question, history))
         return self.condense_by_rules(question, history)
 
     def condense_by_rules(self, question: str, history: Sequence[Exchange]) -> str:

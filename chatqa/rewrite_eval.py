@@ -1,7 +1,9 @@
 """`chatqa eval rewrites`: how close the follow-up rewrites come to CANARD's human rewrites.
 
 Three systems rewrite every question of a CANARD file: the model (:class:`chatqa.models.rewriter.Rewriter`), the rules
-(:meth:`chatqa.dialog.DialogManager.condense_by_rules`) and copying the question unchanged. Each sees what it would
+(:meth:`chatqa.dialog.DialogManager.condense_by_rules`) and copying the question unchanged; "app" is what the dialog
+manager makes of the first two (:func:`chatqa.dialog.choose_rewrite`: the model, or the rules where the model kept a
+pronoun they resolve). Each sees what it would
 see in the app: the earlier turns' standalone questions (here CANARD's human rewrites of them) and, for the rules,
 their answers where the file has them (dev does). First turns are never rewritten (the app does not rewrite them),
 so every system returns them as asked. Scores are sacrebleu corpus BLEU on a 0–1 scale (the literature: copying
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chatqa.canard import RewriteExample, read_canard
-from chatqa.dialog import DialogManager, Exchange
+from chatqa.dialog import DialogManager, Exchange, choose_rewrite
 
 
 def load_rewriter(data_dir: Path | None = None, model_folder: Path | None = None):
@@ -75,15 +77,18 @@ def evaluate_rewrites(
                     [(examples[i].question, examples[i].history) for i in chunk]), strict=True):
                 model[i] = text
         systems["model"] = model
+        # what the app uses: the model's rewrite, or the rules' where the model kept a pronoun they resolve
+        systems["app"] = [choose_rewrite(ex.question, model[i], lambda i=i: systems["rules"][i]) if ex.history
+                          else model[i] for i, ex in enumerate(examples)]
         for i in followups[:latency_samples]:
             t = time.perf_counter()
             rewriter.rewrite(examples[i].question, examples[i].history)
             latencies.append(time.perf_counter() - t)
     report: dict = {"file": str(path), "examples": len(examples), "followups": len(followups)}
-    for name in ("model", "rules", "copy"):
+    for name in ("app", "model", "rules", "copy"):
         if name in systems:
             report[f"bleu_{name}"] = corpus_bleu(systems[name], references)
-    for name in ("model", "rules", "copy"):
+    for name in ("app", "model", "rules", "copy"):
         if name in systems:
             report[f"bleu_{name}_followups"] = corpus_bleu([systems[name][i] for i in followups],
                                                           [references[i] for i in followups])
