@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                "conversations_rules": read(args.conversations_rules),
                "conversations_model": read(args.conversations_model), "latency": read(args.latency)}
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        shutil.copy(args.adapter / name, args.out / name)
+    if args.adapter.resolve() != args.out.resolve():
+        for name in FILES:
+            shutil.copy(args.adapter / name, args.out / name)
     config = json.loads((args.out / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = BASE
     (args.out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from chatqa.canard import RewriteExample, filter_supported, read_canard, unsupported_words, with_history
-from chatqa.dialog import DialogManager, Exchange
+from chatqa.dialog import DialogManager, Exchange, choose_rewrite
 from chatqa.models.rewrite_prompt import build_prompt, clean_rewrite, select_history
 from chatqa.models.rewriter import Rewriter, RewriterUnavailable
 from chatqa.rewrite_eval import corpus_bleu, evaluate_rewrites
@@ -149,3 +149,20 @@ def test_corpus_bleu_is_on_a_zero_to_one_scale():
     assert corpus_bleu(["a dog"], ["the cat sat on the mat"]) == 0.0
     with pytest.raises(ValueError, match="Got 1 hypotheses and 2 references"):
         corpus_bleu(["a"], ["a", "b"])
+
+
+def test_the_rules_step_in_where_the_model_kept_a_pronoun():
+    rules_calls = []
+
+    def rules():
+        rules_calls.append(1)
+        return "What happens when the file types are password-protected?"
+
+    assert choose_rewrite(FOLLOW_UP, "What happens when PDFs are password-protected?", rules) == \
+        "What happens when PDFs are password-protected?"
+    assert rules_calls == []  # a resolved rewrite never asks the rules
+    assert choose_rewrite(FOLLOW_UP, FOLLOW_UP, rules) == "What happens when the file types are password-protected?"
+    assert choose_rewrite("When was it built?", "When was it built?", lambda: "When was it built?") == \
+        "When was it built?"  # the rules cannot resolve it either: the model's rewrite stays
+    model = CountingRewriter(answer=FOLLOW_UP)
+    assert DialogManager(rewriter=model).condense(FOLLOW_UP, HISTORY) == DialogManager().condense(FOLLOW_UP, HISTORY)
