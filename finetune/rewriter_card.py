@@ -59,6 +59,7 @@ reach it; when it is missing or fails, the rules of `chatqa/dialog.py` rewrite i
 | system | BLEU, all turns | BLEU, follow-ups |
 |---|---|---|
 | this model | **{rw.get('bleu_model')}** | {rw.get('bleu_model_followups')} |
+| this model, the rules stepping in where it kept a pronoun they resolve (the app) | {rw.get('bleu_app')} | {rw.get('bleu_app_followups')} |
 | rules (`chatqa/dialog.py`, also shown the earlier answers) | {rw.get('bleu_rules')} | {rw.get('bleu_rules_followups')} |
 | copying the question | {rw.get('bleu_copy')} | {rw.get('bleu_copy_followups')} |
 
@@ -76,7 +77,7 @@ Human rewrites score about 0.59 in the literature. Latency of one rewrite (`pyth
   rewrites of the earlier turns of its dialog. First turns ({data.get('first_turns_skipped')}) are not used (the
   app never rewrites them); {data.get('unsupported_dropped')} follow-ups whose rewrite adds a word found neither in
   the question nor in the history (the Wikipedia title and the answers are not in this copy) were dropped; of the
-  rest, a seeded sample of {data.get('used')} was trained on.
+  rest, a seeded sample of {data.get('used')} was trained on.{(" " + data["note"][:1].upper() + data["note"][1:] + ".") if data.get("note") else ""}
 - Hyper-parameters: {cfg['epochs']} epoch, AdamW lr {cfg['lr']} (linear warm-up {cfg['warmup']}, linear decay),
   batch {cfg['batch_size']}, LoRA dropout {cfg['lora_dropout']}, history of {cfg['max_history']} earlier questions,
   loss on the rewrite's tokens only, bf16 autocast, seed {cfg['seed']}.
