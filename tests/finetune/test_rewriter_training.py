@@ -100,3 +100,14 @@ def test_a_tiny_rewriter_trains_resumes_and_converts(tiny_llama, canard_file, tm
     rewriter = Rewriter(models, adapter_dir=adapter, max_new_tokens=12)
     out_text = rewriter.rewrite("who did they play in the playoffs ?", ["what team did johnny unitas play for ?"])
     assert rewriter.is_loaded and isinstance(out_text, str) and 0 < len(out_text.split()) <= 12
+
+
+def test_training_can_start_from_an_adapter(tiny_llama, canard_file, tmp_path):
+    common = dict(train=str(canard_file), dev=None, base=str(tiny_llama), lr=3e-2, batch_size=3, lora_r=4,
+                  lora_alpha=8, lora_dropout=0.0, lora_layers=None, log_every=1, bf16=False, device="cpu")
+    first = RewriterTrainer(RewriterTrainingConfig(out=str(tmp_path / "a"), epochs=8, **common))
+    adapter = first.run()
+    second = RewriterTrainer(RewriterTrainingConfig(out=str(tmp_path / "b"), epochs=1, init_adapter=str(adapter),
+                                                    **common))
+    second.run()
+    assert second.state["losses"][0] < first.state["losses"][0] - 0.05  # it did not start from scratch
