@@ -32,9 +32,23 @@ def cmd_eval_conversations(args) -> int:
     if args.mode != "extractive":
         decoder = GenerativeDecoder()
         decoder.warm_up()
+    dialog = None
+    if args.rewriter == "model":
+        from chatqa.dialog import DialogManager
+        from chatqa.rewrite_eval import load_rewriter
+
+        dialog = DialogManager(rewriter=load_rewriter(args.data_dir, args.rewriter_model))
     report = evaluate_conversations(args.file, args.squad, mode=args.mode, reader=ExtractiveReader(args.reader),
-                                    decoder=decoder)
+                                    decoder=decoder, dialog=dialog)
     _print_report(report, args.json)
+    return 0
+
+
+def cmd_eval_rewrites(args) -> int:
+    from chatqa.rewrite_eval import evaluate_rewrites, load_rewriter
+
+    rewriter = None if args.no_model else load_rewriter(args.data_dir, args.rewriter_model)
+    _print_report(evaluate_rewrites(args.file, rewriter=rewriter, limit=args.limit), args.json)
     return 0
 
 
@@ -139,8 +153,22 @@ def add_eval_commands(commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--squad", required=True, type=Path, help="SQuAD file whose articles form the knowledge base")
     p.add_argument("--mode", choices=ANSWER_MODES, default="extractive", help="answer mode (default extractive)")
     p.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the shipped one)")
+    p.add_argument("--rewriter", choices=("rules", "model"), default="rules",
+                   help="who rewrites follow-ups: the rules or the shipped rewriter model (default rules)")
+    p.add_argument("--rewriter-model", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_conversations)
+    p = ev_commands.add_parser(
+        "rewrites", parents=[common],
+        help="BLEU of the follow-up rewrites (model, rules, copying the question) against CANARD's human ones",
+    )
+    p.add_argument("--file", required=True, type=Path, help="CANARD JSONL (../shared/data/dialog/canard-dev.jsonl)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions")
+    p.add_argument("--no-model", action="store_true", help="score only the rules and copying")
+    p.add_argument("--rewriter-model", type=Path, default=None,
+                   help="a CTranslate2 rewriter folder (default: the shipped adapter, converted once)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval_rewrites)
     p = ev_commands.add_parser(
         "docs", parents=[common],
         help="the app on the doc-QA dev set of real documentation: span F1, answer recall/F1, abstention, latency",

@@ -1,7 +1,10 @@
 """History-aware questions: turn a follow-up ("When was it built?") into a standalone question for retrieval and
 reading ("When was the Eiffel Tower built?"), keeping the person's own words for display.
 
-The rewrite is rule-based and cheap: pronouns and demonstratives are replaced by what they most likely point to,
+With a :class:`~chatqa.models.rewriter.Rewriter` (a model fine-tuned on CANARD's human rewrites), follow-ups are
+rewritten by it; first turns never call it. When it is missing or fails, the rules below rewrite instead (a warning
+is logged), and when its rewrite keeps a pronoun of the question that the rules can resolve, the rules' rewrite is
+used (:func:`choose_rewrite`). The rules are cheap: pronouns and demonstratives are replaced by what they most likely point to,
 and elliptical follow-ups ("And the second one?", "Why?") borrow the previous question.
 
 - "it"/"its": the thing a what/which question just asked for ("What space station…?" "Skylab" → "Where was it
@@ -15,9 +18,15 @@ and elliptical follow-ups ("And the second one?", "Why?") borrow the previous qu
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from knowledge.errors import ChatQAError
+
+logger = logging.getLogger(__name__)
 
 WH_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "in", "on", "at", "during", "by",
             "from", "for", "to", "of", "with", "after", "before", "since", "about", "tell", "me", "describe", "explain",
@@ -137,16 +146,59 @@ def _is_name(text: str) -> bool:
     return 0 < len(words) <= 6 and all(w[:1].isupper() or w.lower() in {"of", "the", "de", "von", "van"} for w in words)
 
 
-class DialogManager:
-    """Rewrites follow-up questions with the help of the conversation so far."""
+UNRESOLVED = frozenset({"it", "its", "they", "them", "their", "he", "him", "his", "she", "her"})
 
-    def __init__(self, max_history: int = 3):
+
+def choose_rewrite(question: str, model_rewrite: str, rules_rewrite) -> str:
+    """The model's rewrite, unless it is empty or kept a pronoun of the question that the rules can resolve
+    ("What happens when they are password-protected?" returned as asked): then the rules' rewrite.
+    ``rules_rewrite`` is called only when needed (a callable returning the rules' rewrite)."""
+    model_rewrite = " ".join(model_rewrite.split())
+    if not model_rewrite:
+        return rules_rewrite()
+    kept = {w.lower() for w in _words(question)} & {w.lower() for w in _words(model_rewrite)} & UNRESOLVED
+    if kept:
+        rules = rules_rewrite()
+        if rules != " ".join(question.split()):
+            return rules
+    return model_rewrite
+
+
+class QuestionRewriter(Protocol):
+    """What the dialog manager needs of a rewriter model (:class:`chatqa.models.rewriter.Rewriter`)."""
+
+    def rewrite(self, question: str, history: Sequence[str]) -> str: ...
+
+
+class DialogManager:
+    """Rewrites follow-up questions with the help of the conversation so far: by ``rewriter`` when given, by the rules
+    when not (or when it fails)."""
+
+    def __init__(self, max_history: int = 3, rewriter: QuestionRewriter | None = None):
         if max_history < 1:
             raise ValueError(f"max_history must be at least 1, got {max_history}")
         self.max_history = max_history
+        self.rewriter = rewriter
+        self._warned = False
 
     def condense(self, question: str, history: Sequence[Exchange]) -> str:
         """The standalone form of `question`; unchanged when there is no history or nothing to resolve."""
+        question = " ".join(question.split())
+        if not history or not question:
+            return question  # a first turn: nothing to resolve, and no model call
+        if self.rewriter is not None:
+            try:
+                rewritten = " ".join(self.rewriter.rewrite(question, [e.question for e in history]).split())
+            except (ChatQAError, RuntimeError, OSError, ValueError) as e:
+                if not self._warned:  # once per dialog manager: the failure repeats on every follow-up
+                    logger.warning("the question rewriter failed (%s); the rules rewrite follow-ups instead", e)
+                    self._warned = True
+            else:
+                return choose_rewrite(question, rewritten, lambda: self.condense_by_rules(question, history))
+        return self.condense_by_rules(question, history)
+
+    def condense_by_rules(self, question: str, history: Sequence[Exchange]) -> str:
+        """The rule-based rewrite (the fallback, and the baseline `chatqa eval rewrites` compares with)."""
         question = " ".join(question.split())
         if not history or not question:
             return question

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from finetune.decoder import DecoderRetrainConfig
     from finetune.from_logs import LogRetrainConfig
     from finetune.reader import ReaderTrainingConfig
+    from finetune.rewriter import RewriterTrainingConfig
 
     parser = argparse.ArgumentParser(prog="python -m finetune", description="Train ChatQA's models.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune the extractive reader. Interrupt at any time; the same command resumes.",
     )
     add_dataclass_arguments(reader, ReaderTrainingConfig)
+    rewriter = commands.add_parser(
+        "rewriter",
+        help="fine-tune the follow-up question rewriter (LoRA on SmolLM2-135M) on CANARD",
+        description="Fine-tune the history-aware question rewriter on CANARD (finetune/rewriter.py). Interrupt at any "
+                    "time; the same command resumes.",
+    )
+    add_dataclass_arguments(rewriter, RewriterTrainingConfig)
     decoder = commands.add_parser(
         "decoder",
         help="fine-tune the generative decoder on the logged feedback (LoRA on the chat export)",
@@ -107,6 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdict = "promoted: now the active decoder" if report.promoted else "not promoted: the active decoder stays"
             print(f"decoder {report.version} (from {report.parent}), {verdict}. {report.reason}. "
                   f"({report.seconds:.0f} s)")
+            return 0
+        if args.command == "rewriter":
+            from finetune.rewriter import RewriterTrainer, RewriterTrainingConfig
+
+            fields = {f.name for f in dataclasses.fields(RewriterTrainingConfig)}
+            path = RewriterTrainer(RewriterTrainingConfig(**{k: v for k, v in vars(args).items() if k in fields})).run()
+            print(f"rewriter adapter written to {path}")
             return 0
         if args.command == "reader" and args.from_logs:
             return _from_logs(args)

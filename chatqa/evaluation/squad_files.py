@@ -304,9 +304,10 @@ def evaluate_conversations(
     reader=None,
     embedder: Embedder | None = None,
     decoder=None,
+    dialog=None,
 ) -> dict:
-    """Run each conversation turn by turn through the dialog manager over a knowledge base of the SQuAD file's
-    articles, and score first turns and follow-ups separately (F1 in %, recall@k and abstention as shares).
+    """Run each conversation turn by turn through the dialog manager (``dialog``; default: the rules) over a knowledge
+    base of the SQuAD file's articles, and score first turns and follow-ups separately (F1 in %, recall@k and abstention as shares).
 
     Follow-ups are also asked alone, without their history, to measure what history handling adds.
     """
@@ -324,7 +325,7 @@ def evaluate_conversations(
 
     with tempfile.TemporaryDirectory(prefix="chatqa-eval-") as tmp, KnowledgeBase(tmp, embedder=embedder) as kb:
         doc_ids = {doc.title: doc_id for doc, doc_id in build_article_kb(squad, kb)}
-        engine = ChatEngine(kb, reader, decoder=decoder, settings=EngineSettings(mode=mode, k=k))
+        engine = ChatEngine(kb, reader, decoder=decoder, settings=EngineSettings(mode=mode, k=k), dialog=dialog)
 
         def score(result, turn: dict, doc_id: int | None, prefix: str, suffix: str = "") -> None:
             answers = turn["answers"]
