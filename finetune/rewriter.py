@@ -24,6 +24,7 @@ from pathlib import Path
 
 from chatqa.canard import RewriteExample, filter_supported, read_canard
 from chatqa.models.rewrite_prompt import MAX_HISTORY, build_prompt
+from finetune.lora import collate_chat
 from finetune.reader import replace_dir
 from knowledge.device import cpu_supports_bf16
 
@@ -74,20 +75,6 @@ def encode(tokenizer, example: RewriteExample, max_history: int, max_tokens: int
     ids = prompt + target
     labels = [-100] * len(prompt) + target
     return ids[-max_tokens:], labels[-max_tokens:]
-
-
-def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
-    import torch
-
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row_ids, row_labels) in enumerate(rows):
-        ids[i, : len(row_ids)] = torch.tensor(row_ids)
-        labels[i, : len(row_labels)] = torch.tensor(row_labels)
-        mask[i, : len(row_ids)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def load_training_examples(cfg: RewriterTrainingConfig) -> tuple[list[RewriteExample], dict]:
@@ -189,7 +176,7 @@ class RewriterTrainer:
             start = (state["step"] - epoch * steps_per_epoch) * cfg.batch_size
             for i in range(start, len(order), cfg.batch_size):
                 inputs = {k: v.to(device) for k, v in
-                          collate([rows[j] for j in order[i : i + cfg.batch_size]], pad).items()}
+                          collate_chat([rows[j] for j in order[i : i + cfg.batch_size]], pad).items()}
                 with autocast(device, bf16):
                     loss = rewrite_loss(model, inputs)
                 loss.backward()
@@ -303,7 +290,7 @@ def dev_loss(model, rows, pad, device, bf16, batch_size) -> float:
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(rows), batch_size):
-            inputs = {k: v.to(device) for k, v in collate(rows[i : i + batch_size], pad).items()}
+            inputs = {k: v.to(device) for k, v in collate_chat(rows[i : i + batch_size], pad).items()}
             with autocast(device, bf16):
                 total += float(rewrite_loss(model, inputs, reduction="sum"))
             count += int((inputs["labels"][:, 1:] != -100).sum())
