@@ -37,12 +37,6 @@ def docs(tmp_path):
     return folder
 
 
-@pytest.fixture
-def kb(tmp_path, fake_embedder):
-    with KnowledgeBase(tmp_path / "data", embedder=fake_embedder) as kb:
-        yield kb
-
-
 def _state(kb: KnowledgeBase):
     """What must not change when an operation fails: documents, chunk ids, FTS rows, FAISS ids."""
     fts = kb.store.db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]

@@ -14,12 +14,6 @@ from knowledge.ingest import Skipped
 from knowledge.store import VectorIndex
 
 
-@pytest.fixture
-def kb(tmp_path, fake_embedder):
-    with KnowledgeBase(tmp_path / "data", embedder=fake_embedder) as kb:
-        yield kb
-
-
 def _state(kb: KnowledgeBase):
     fts = kb.store.db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
     return [d.name for d in kb.list_documents()], kb.store.chunk_ids().tolist(), fts, kb.index.ids().tolist()
