@@ -296,3 +296,19 @@ def test_the_openapi_page_is_served_from_this_machine(client):
     assert page.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in page.text and "cdn" not in page.text
     assert client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
     assert "/v1/chat/completions" in client.get("/openapi.json").json()["paths"]
+
+
+def test_run_py_api_only_serves_the_api_without_the_browser_app(monkeypatch, service):
+    import run
+    from ui.server import start
+
+    calls = []
+    monkeypatch.setattr(run, "launch", lambda *a, **kw: calls.append(kw))
+    monkeypatch.delenv("CHATQA_AUTH", raising=False)
+    assert run.main(["--api-only"]) == 0 and calls[-1]["api_only"] is True
+    server = start(create_api(service), port=free_port(), block=False)  # what launch(api_only=True) serves
+    try:
+        assert httpx.get(f"{server.url}/v1/models").status_code == 200
+        assert httpx.get(f"{server.url}/").status_code == 404  # no browser app
+    finally:
+        server.close()
