@@ -231,9 +231,6 @@ class SlowDecoder(ScriptedDecoder):
         super().__init__(draft)
         self.pause = pause
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
     def answer(self, question, passages, history=()):
         for i, word in enumerate(self.draft.split(" ")):
             time.sleep(self.pause)
