@@ -118,6 +118,7 @@ class UserStore:
         self._users: dict[str, _Entry] = {}
         self._keys: dict[str, str] = {}  # key hash → user name
         self._dummy = hash_password(secrets.token_hex(8))  # checked for unknown names, so timing does not tell
+        self._stamp: tuple[int, int] | None = None  # the file's (mtime, size) when read
 
     # -- loading and saving ----------------------------------------------------------------------------------------
     @classmethod
@@ -137,7 +138,29 @@ class UserStore:
         except (OSError, ValueError, KeyError, TypeError, AttributeError, AuthError) as e:
             raise AuthError(f"cannot read the users file {store.path}: {e}") from None
         store._index_keys()
+        store._stamp = store._file_stamp()
         return store
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat() if self.path is not None else None
+        except OSError:
+            return None
+        return None if stat is None else (stat.st_mtime_ns, stat.st_size)
+
+    def reload_if_changed(self) -> None:
+        """Read the users file again when it changed since it was read (`chatqa users add|remove|key` while the app
+        runs): a new key or password works at once, a removed user or revoked key no longer does. A file that
+        cannot be read now keeps the users as they were."""
+        if self._stamp is None or self._file_stamp() in (None, self._stamp):
+            return
+        try:
+            fresh = UserStore.load(self.path)
+        except AuthError as e:
+            logger.warning("kept the users as they were: %s", e)
+            self._stamp = self._file_stamp()  # tried once; read again when it next changes
+            return
+        self._users, self._keys, self._stamp = fresh._users, fresh._keys, fresh._stamp
 
     @classmethod
     def from_spec(cls, spec: str) -> UserStore:
@@ -181,6 +204,7 @@ class UserStore:
                 json.dump(data, f, indent=2)
                 f.write("\n")
             os.replace(tmp, self.path)
+            self._stamp = self._file_stamp()
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -196,6 +220,7 @@ class UserStore:
         return [User(name, e.admin) for name, e in sorted(self._users.items())]
 
     def get(self, name: str | None) -> User | None:
+        self.reload_if_changed()
         entry = self._users.get(name) if isinstance(name, str) else None
         return None if entry is None else User(name, entry.admin)
 
@@ -205,6 +230,7 @@ class UserStore:
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user when the password is theirs, else None (an unknown name costs the same time)."""
+        self.reload_if_changed()
         entry = self._users.get(name) if isinstance(name, str) else None
         ok = verify_password(password if isinstance(password, str) else "", entry.password if entry else self._dummy)
         if entry is None or not ok:
@@ -213,6 +239,7 @@ class UserStore:
         return User(name, entry.admin)
 
     def user_for_key(self, key: str) -> User | None:
+        self.reload_if_changed()
         if not isinstance(key, str) or not key.startswith(_KEY_PREFIX):
             return None
         name = self._keys.get(_key_hash(key))

@@ -149,6 +149,11 @@ class GenerativeDecoder:
         self._tokenizer, self.device, self._generator = tokenizer, device, generator
 
     # -- generation ------------------------------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` is to this model (no special tokens)."""
+        self.warm_up()
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """The chat-template token ids of ``messages``, ready for the assistant's reply."""
         self.warm_up()

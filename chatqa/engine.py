@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -104,16 +104,22 @@ class ChatEngine:
             self.decoder.warm_up()
 
     # -- answering -------------------------------------------------------------------------------------------------
-    def ask(self, question: str, conversation_id: str | None = None, **overrides) -> TurnResult:
+    def ask(self, question: str, conversation_id: str | None = None, **kwargs) -> TurnResult:
         result = None
-        for event in self.stream(question, conversation_id, **overrides):
+        for event in self.stream(question, conversation_id, **kwargs):
             if event.kind == "final":
                 result = event.result
         assert result is not None
         return result
 
-    def stream(self, question: str, conversation_id: str | None = None, **overrides) -> Iterator[TurnEvent]:
-        """Events of one turn. Raises InvalidQuery (before any event) for an empty or oversized question."""
+    def stream(
+        self, question: str, conversation_id: str | None = None, *,
+        history: Sequence[tuple[str, str]] | None = None, **overrides,
+    ) -> Iterator[TurnEvent]:
+        """Events of one turn. Raises InvalidQuery (before any event) for an empty or oversized question.
+
+        The earlier turns are the logged conversation's, or ``history``: (question, answer) pairs a caller kept
+        itself (an API client sending its messages), used in their place."""
         question = check_question(question)
         settings = replace(self.settings, **overrides) if overrides else self.settings
         timings: dict[str, float] = {}
@@ -121,7 +127,7 @@ class ChatEngine:
         self.sync_decoder()
 
         t = time.perf_counter()
-        history, exchanges = self._history(conversation_id)
+        history, exchanges = self._history(conversation_id) if history is None else self._given_history(history)
         standalone = self.dialog.condense(question, history)
         timings["condense"] = time.perf_counter() - t
         if standalone != question:
@@ -245,6 +251,14 @@ class ChatEngine:
             return [], []
         return ([Exchange(t.standalone_question, t.span_text or "") for t in turns],
                 [(t.question, t.answer) for t in turns])
+
+    def _given_history(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> tuple[list[Exchange], list[tuple[str, str]]]:
+        """A caller's own (question, answer) pairs: the questions for the dialog manager (their answers are whole
+        replies, not the spans it resolves pronouns to) and the pairs for the decoder."""
+        kept = [(" ".join(q.split()), " ".join(a.split())) for q, a in pairs][-self.dialog.max_history :]
+        return [Exchange(q, "") for q, _ in kept if q], [(q, a) for q, a in kept if q]
 
     def sync_reader(self) -> None:
         """Switch to the registry's active reader version when it changed (a retrain promoted one, or the person

@@ -260,6 +260,20 @@ class ConversationLog:
                 raise UnknownConversation(conversation_id)
             return self._turns("WHERE conversation_id = ? ORDER BY turn_index", [conversation_id])
 
+    def last_turn_matching(self, question: str, answer: str, *, owner: str | None = None) -> LoggedTurn | None:
+        """The most recent turn that asked ``question`` and answered ``answer`` and is the last of its conversation
+        (of ``owner``'s conversations when given): where a client that keeps its own history left off."""
+        sql = (
+            "SELECT t.id FROM turns t JOIN conversations c ON c.id = t.conversation_id "
+            "WHERE t.question = ? AND t.answer = ? "
+            "AND t.turn_index = (SELECT MAX(turn_index) FROM turns u WHERE u.conversation_id = t.conversation_id) "
+            f"{'' if owner is None else 'AND c.owner = ? '}ORDER BY t.id DESC LIMIT 1"
+        )
+        args = [" ".join(question.split()), answer] + ([] if owner is None else [owner])
+        with self._lock:
+            row = self.db.execute(sql, args).fetchone()
+            return None if row is None else self._turns("WHERE id = ?", [row[0]])[0]
+
     def turn(self, turn_id: int) -> LoggedTurn:
         with self._lock:
             turns = self._turns("WHERE id = ?", [turn_id])

@@ -52,6 +52,10 @@ class Embedder:
     def name(self) -> str:
         return "all-MiniLM-L6-v2" if self.model_path is None else self.model_path.name
 
+    @property
+    def is_loaded(self) -> bool:
+        return self._model is not None
+
     def warm_up(self) -> None:
         if self._model is not None:
             return

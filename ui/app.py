@@ -1,7 +1,8 @@
 """The browser app: a thin Gradio adapter over ChatEngine, KnowledgeBase, ConversationLog and chatqa.export.
 
 No model or SQL code lives here. :class:`ChatQAApp` holds the handlers (plain methods, testable without a browser);
-:func:`ui.layout.build` lays them out as Blocks; :func:`ui.server.launch` is what ``python run.py`` starts.
+:func:`ui.layout.build` lays them out as Blocks; :func:`ui.server.mount` serves them on the HTTP API's app, which
+is what ``python run.py`` starts.
 
 Every string a person or a document supplied is shown as text: the chat's messages are HTML-escaped (the Chatbot
 renders its text as HTML), the HTML panels escape what they hold, toasts too (they render sanitised HTML).
@@ -12,7 +13,8 @@ download the export, which holds everyone's feedback. Without users there is one
 
 Each browser session keeps its own conversation in a ``gr.State`` (a dict: conversation id, the logged turn id of
 every answer shown, the span being corrected). Everything that touches the models or the knowledge base runs under
-one concurrency id, one event at a time, because the FAISS index and the models are shared by all sessions.
+one concurrency id, one event at a time, because the FAISS index and the models are shared by all sessions; the
+questions themselves go through the :class:`chatqa.service.TurnRunner` that the HTTP API's questions queue on too.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from chatqa.auth import User, UserStore
 from chatqa.engine import ChatEngine, check_question
 from chatqa.export import feedback_examples, plural, render
 from chatqa.log import LoggedTurn
+from chatqa.service import ChatService
 from knowledge.device import cpu_supports_bf16
 from knowledge.errors import ChatQAError
 from ui.render import VERSION_METRICS, chat_messages, document_rows, human_size, md_text, metric, sources_html
@@ -66,13 +69,24 @@ class Correction:
 
 
 class ChatQAApp:
-    def __init__(self, engine: ChatEngine, *, warm_decoder: bool = True, users: UserStore | None = None):
-        self.engine = engine
-        self.users = users  # None: no sign-in, one person who may do everything
-        self.warm_decoder = warm_decoder and engine.decoder is not None
-        self.ready = threading.Event()  # knowledge base seeded, embedder and reader loaded: questions can be answered
-        self.warm_done = threading.Event()  # everything, the decoder included, is loaded (or failed)
-        self.status = "Loading the models…"
+    def __init__(self, service: ChatService):
+        self.service = service
+
+    @property
+    def engine(self) -> ChatEngine:
+        return self.service.engine
+
+    @property
+    def users(self) -> UserStore | None:
+        return self.service.users
+
+    @property
+    def ready(self) -> threading.Event:
+        return self.service.ready
+
+    @property
+    def status(self) -> str:
+        return self.service.status
 
     @property
     def log(self):
@@ -82,44 +96,9 @@ class ChatQAApp:
     def kb(self):
         return self.engine.kb
 
-    # -- warming up ------------------------------------------------------------------------------------------------
-    def start_warm_up(self) -> threading.Thread:
-        thread = threading.Thread(target=self._warm_up, name="chatqa-warm-up", daemon=True)
-        thread.start()
-        return thread
-
-    def _warm_up(self) -> None:
-        from knowledge.bundle import seed_bundled_documents
-
-        try:
-            self.status = "Loading the embedder and the reader…"
-            seed_bundled_documents(self.kb.open())
-            self.engine.warm_up(decoder=False)
-        except Exception as e:  # the app stays up and says what is wrong
-            logger.exception("warm-up failed")
-            self.status = f"Could not load the models: {e}"
-            self.ready.set()
-            self.warm_done.set()
-            return
-        self.ready.set()
-        if self.warm_decoder:
-            self.status = "Ready (extractive answers). Loading the generative decoder…"
-            try:
-                self.engine.decoder.warm_up(progress=self._decoder_progress)
-            except Exception as e:
-                logger.warning("decoder unavailable: %s", e)
-                self.status = f"Ready (extractive answers only: the decoder could not be loaded: {e})"
-                self.warm_done.set()
-                return
-        self.status = "Ready."
-        self.warm_done.set()
-
-    def _decoder_progress(self, line: str) -> None:
-        self.status = f"Ready (extractive answers). {line}"
-
     def status_update(self):
         """Timer tick: the status line, and the timer stops once everything is loaded."""
-        return md_text(self.status), gr.Timer(active=not self.warm_done.is_set())
+        return md_text(self.service.status), gr.Timer(active=not self.service.warm_done.is_set())
 
     # -- who is asking ---------------------------------------------------------------------------------------------
     def caller(self, request: gr.Request | None) -> User | None:
@@ -175,7 +154,7 @@ class ChatQAApp:
 
         result, text = None, ""
         try:
-            for event in self.engine.stream(question, session["conversation"], mode=mode, k=int(k),
+            for event in self.service.runner.stream(question, session["conversation"], mode=mode, k=int(k),
                                             strictness=float(strictness)):
                 if event.kind == "status":
                     yield skip, skip, escape(event.text), skip, skip, skip

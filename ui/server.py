@@ -1,4 +1,5 @@
-"""Serving the browser app: :func:`launch` (what ``python run.py`` starts), sign-in, and the security headers.
+"""Serving the browser app: :func:`mount` (onto the HTTP API's FastAPI app, as ``python run.py`` does), :func:`start`
+(uvicorn), sign-in, and the security headers.
 
 Every response carries a Content-Security-Policy that lets the page load and connect to nothing but this server,
 so even text that slipped through as HTML could not report to anyone that a document was read, nor run an inline
@@ -10,15 +11,18 @@ server (fetch, server-sent events, websockets).
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-from pathlib import Path
+import socket
+import threading
+import time
+import webbrowser
 
 import gradio as gr
-from starlette.middleware import Middleware
+import uvicorn
+from fastapi import FastAPI
 
-from chatqa.auth import UserStore, check_host
-from chatqa.engine import EngineSettings, open_engine
+from chatqa.auth import check_host
+from knowledge.errors import ChatQAError
 from ui.app import ChatQAApp
 from ui.layout import build
 from ui.render import CSS
@@ -103,41 +107,82 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def serve(
-    app: ChatQAApp, *, host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False, open_browser: bool = False,
-    block: bool = True, blocked_paths: list[str] | None = None,
-) -> gr.Blocks:
-    """Lay out and serve ``app``: sign-in when it has users, the security headers, uploads bounded by the knowledge
-    base's limit. Refuses (:class:`chatqa.auth.OpenWithoutSignIn`) to serve other machines without sign-in unless
-    ``no_auth``."""
-    check_host(host, auth=app.users is not None, no_auth=no_auth)
-    demo = build(app)
+def mount(root: FastAPI, app: ChatQAApp, *, blocked_paths: list[str] | None = None) -> gr.Blocks:
+    """Lay out ``app`` and mount it at ``/`` of ``root`` (after the routes ``root`` already has, such as the HTTP
+    API's): sign-in when it has users, uploads bounded by the knowledge base's limit, the security headers on every
+    response of ``root``."""
+    demo = build(app).queue()
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     users = app.users
-    demo.queue().launch(
-        server_name=host, server_port=port, inbrowser=open_browser, theme=theme, css=CSS, ssr_mode=False,
-        max_file_size=app.kb.max_file_bytes, footer_links=[], prevent_thread_lock=not block, quiet=True,
+    gr.mount_gradio_app(
+        root, demo, "/", theme=theme, css=CSS, ssr_mode=False, max_file_size=app.kb.max_file_bytes, footer_links=[],
         auth=None if users is None else (lambda name, password: users.authenticate(name, password) is not None),
-        auth_message=AUTH_MESSAGE if users is not None else None,
-        app_kwargs={"middleware": [Middleware(SecurityHeaders)]},
-        blocked_paths=blocked_paths,
+        auth_message=AUTH_MESSAGE if users is not None else None, blocked_paths=blocked_paths,
     )
+    root.add_middleware(SecurityHeaders)
     return demo
 
 
-def launch(
-    data_dir=None, *, host: str = "127.0.0.1", port: int = 7860, mode: str = "auto", k: int = 5, reader=None,
-    open_browser: bool = False, block: bool = True, users: UserStore | None = None, no_auth: bool = False,
-):
-    """Open the engine on ``data_dir``, warm the models in the background and serve the app. ``users``: sign-in
-    with these users (None: no sign-in, for this machine only unless ``no_auth``)."""
-    check_host(host, auth=users is not None, no_auth=no_auth)  # before anything is opened or loaded
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # private and offline: no calls home
-    engine = open_engine(data_dir, settings=EngineSettings(mode=mode, k=k), reader_checkpoint=reader, lazy=True)
-    app = ChatQAApp(engine, warm_decoder=mode != "extractive", users=users)
-    app.start_warm_up()
-    who = "sign-in required" if users is not None else "no sign-in"
-    print(f"ChatQA on http://{host}:{port} (data: {engine.kb.data_dir}; {who})", flush=True)
-    demo = serve(app, host=host, port=port, no_auth=no_auth, open_browser=open_browser, block=block,
-                 blocked_paths=[str(Path(engine.kb.data_dir).resolve())])
-    return demo, app
+class Served:
+    """An HTTP server started by :func:`start`: its ``url``, and ``close()``."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread | None, url: str, on_close=None):
+        self.server, self.thread, self.url, self._on_close = server, thread, url, on_close
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=15)
+        if self._on_close is not None:
+            self._on_close()
+
+
+def start(asgi, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True, open_browser: bool = False,
+          on_close=None) -> Served:
+    """Serve ``asgi`` with uvicorn: in this thread until interrupted (``block``), else on a thread of its own once
+    it listens. A port in use is a :class:`ChatQAError` saying so."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ChatQAError(f"cannot listen on {host}:{port} ({e.strerror or e}); is ChatQA already running? "
+                          "Choose another --port.") from None
+    url = f"http://{f'[{host}]' if family == socket.AF_INET6 else host}:{port}"
+    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", timeout_graceful_shutdown=5))
+    if open_browser:
+        threading.Thread(target=_open_when_started, args=(server, url), daemon=True).start()
+    if block:
+        served = Served(server, None, url, on_close)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            served.close()
+        return served
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="chatqa-http", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise ChatQAError(f"the server on {url} stopped while starting; see the log above")
+        time.sleep(0.02)
+    return Served(server, thread, url, on_close)
+
+
+def _open_when_started(server: uvicorn.Server, url: str) -> None:
+    while not server.started:
+        time.sleep(0.1)
+    webbrowser.open(url)
+
+
+def serve(
+    app: ChatQAApp, *, root: FastAPI | None = None, host: str = "127.0.0.1", port: int = 7860, no_auth: bool = False,
+    open_browser: bool = False, block: bool = True, blocked_paths: list[str] | None = None,
+) -> Served:
+    """Serve ``app`` (mounted on ``root``, e.g. the HTTP API, or alone). Refuses
+    (:class:`chatqa.auth.OpenWithoutSignIn`) to serve other machines without sign-in unless ``no_auth``."""
+    check_host(host, auth=app.users is not None, no_auth=no_auth)
+    root = root if root is not None else FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    demo = mount(root, app, blocked_paths=blocked_paths)
+    return start(root, host=host, port=port, block=block, open_browser=open_browser, on_close=demo.close)

@@ -151,3 +151,23 @@ def test_users_add_at_a_terminal_asks_twice(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     assert main(["users", "add", "carol", "--users-file", str(path)]) == 1
     assert "--password-stdin" in capsys.readouterr().err
+
+
+def test_a_running_app_sees_the_users_file_change(tmp_path):
+    path = tmp_path / "users.json"
+    cli = UserStore(path)
+    cli.add("alice", "alice-password", admin=True)
+    cli.save()
+    running = UserStore.load(path)  # what the app read when it started
+    other = UserStore.load(path)  # `chatqa users key alice` in another process
+    key = other.new_key("alice")
+    other.add("bob", "bob-password")
+    other.save()
+    assert running.user_for_key(key).name == "alice"
+    assert running.authenticate("bob", "bob-password").name == "bob"
+    other.remove("bob")
+    other.revoke_key("alice", other.keys("alice")[0]["id"])
+    other.save()
+    assert running.user_for_key(key) is None and running.get("bob") is None
+    path.write_text("{not json")  # a half-written or broken file keeps the users as they were
+    assert running.authenticate("alice", "alice-password").name == "alice"

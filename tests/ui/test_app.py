@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
+from chatqa.service import ChatService
 from tests.chatqa.test_engine import EIFFEL
 from ui.app import ChatQAApp, new_session
 from ui.render import sources_html
@@ -18,7 +19,7 @@ from ui.render import sources_html
 
 @pytest.fixture
 def app(fake_engine):
-    app = ChatQAApp(fake_engine)
+    app = ChatQAApp(ChatService(fake_engine))
     app.ready.set()
     return app
 

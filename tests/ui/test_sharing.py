@@ -19,14 +19,14 @@ import pytest
 from gradio.utils import get_upload_folder
 
 import run
-import ui.server
 from chatqa.auth import OpenWithoutSignIn, UserStore
+from chatqa.service import ChatService
 from tests.ui.browser import free_port
 from tests.ui.test_app import _is_skip
 from ui.app import ChatQAApp, new_session
 from ui.layout import _permissions
 
-LAUNCH = ui.server.launch
+LAUNCH = run.launch
 ALICE, BOB = SimpleNamespace(username="alice"), SimpleNamespace(username="bob")  # alice is an admin, bob is not
 
 
@@ -37,7 +37,7 @@ def users() -> UserStore:
 
 @pytest.fixture
 def app(fake_engine, users):
-    app = ChatQAApp(fake_engine, users=users)
+    app = ChatQAApp(ChatService(fake_engine, users=users))
     app.ready.set()
     return app
 
@@ -124,7 +124,7 @@ def test_admin_controls_are_hidden_from_non_admins(app):
 
 
 def test_without_sign_in_one_person_sees_everything_as_before(fake_engine):
-    app = ChatQAApp(fake_engine)
+    app = ChatQAApp(ChatService(fake_engine))
     app.ready.set()
     old = app.log.new_conversation()  # e.g. from before sign-in existed
     owned = app.log.new_conversation(owner="alice")
@@ -139,7 +139,7 @@ def test_without_sign_in_one_person_sees_everything_as_before(fake_engine):
 @pytest.fixture
 def launched(monkeypatch):
     calls = []
-    monkeypatch.setattr(ui.server, "launch", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setattr(run, "launch", lambda *a, **kw: calls.append(kw))
     monkeypatch.delenv("CHATQA_AUTH", raising=False)
     return calls
 
@@ -204,7 +204,7 @@ def test_over_http_nothing_is_served_before_sign_in(app):
 
 
 def test_over_http_an_added_upload_is_no_longer_served(fake_engine, tmp_path):
-    app = ChatQAApp(fake_engine)
+    app = ChatQAApp(ChatService(fake_engine))
     app.ready.set()
     demo, url = _serve(app)
     try:
