@@ -20,8 +20,10 @@ questions themselves go through the :class:`chatqa.service.TurnRunner` that the 
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -71,6 +73,7 @@ class Correction:
 class ChatQAApp:
     def __init__(self, service: ChatService):
         self.service = service
+        self._export_folder: Path | None = None
 
     @property
     def engine(self) -> ChatEngine:
@@ -399,7 +402,7 @@ class ChatQAApp:
         except ChatQAError as e:
             _warn(e)
             return gr.skip(), gr.skip(), gr.skip()
-        folder = Path(tempfile.mkdtemp(prefix="chatqa-export-"))
+        folder = self._new_export_folder()
         squad, chat = folder / "chatqa-feedback-squad.json", folder / "chatqa-feedback-chat.jsonl"
         squad.write_text(render(examples, "squad"), encoding="utf-8")
         chat.write_text(render(examples, "chat"), encoding="utf-8")
@@ -408,6 +411,15 @@ class ChatQAApp:
                    f"Chat file: {plural(n_chat, 'conversation')}.")
         return (summary, gr.DownloadButton(value=str(squad), visible=True, interactive=True),
                 gr.DownloadButton(value=str(chat), visible=True, interactive=bool(n_chat)))
+
+    def _new_export_folder(self) -> Path:
+        """A private temporary folder (mode 0700) for the export's files. They hold everyone's questions, so only
+        the latest export's are kept, and they go when the app does."""
+        if self._export_folder is not None:
+            shutil.rmtree(self._export_folder, ignore_errors=True)
+        self._export_folder = Path(tempfile.mkdtemp(prefix="chatqa-export-"))
+        weakref.finalize(self, shutil.rmtree, self._export_folder, True)
+        return self._export_folder
 
     # -- models ----------------------------------------------------------------------------------------------------
     def versions(self, role: str):

@@ -3,6 +3,7 @@ embedder and reader of the engine tests; Gradio's update objects are inspected a
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from pathlib import Path
@@ -162,6 +163,15 @@ def test_export_files_hold_the_feedback(app):
     assert json.loads(line)["messages"][-1]["role"] == "assistant"
     with pytest.warns(UserWarning, match="--since"):
         app.prepare_export("last tuesday")
+    first = Path(squad.constructor_args["value"]).parent
+    assert first.stat().st_mode & 0o077 == 0  # everyone's questions: private to this user
+    _, again, _ = app.prepare_export("")
+    assert not first.exists() and Path(again.constructor_args["value"]).exists()  # only the latest export is kept
+    other = ChatQAApp(app.service)
+    latest = Path(other.prepare_export("")[1].constructor_args["value"]).parent
+    del other
+    gc.collect()
+    assert not latest.exists()  # and it goes with the app
 
 
 def test_models_tab_names_the_models(app):
