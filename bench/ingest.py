@@ -9,7 +9,8 @@ Two folders, each added to a fresh knowledge base with the real embedder (loaded
 2,000 small generated text files (2-5 sentences of the SQuAD dev articles each, ~500 characters), and the 13 SQuAD
 dev articles (`squad-v1.1-dev-13art.json`) as text files. The machine's load average is recorded before and after
 each run, with the CPU time the run used (all threads): this project's machines are shared, and on a busy machine
-wall-clock time stretches while CPU time does much less.
+wall-clock time stretches while CPU time does much less. `embedder` records what embedded (ct2-int8, torch-bf16 or
+torch-fp32; CHATQA_EMBEDDER_BACKEND=torch measures the torch path) and `batch_size` its batch size.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def run(folder: Path, embedder: Embedder, *, per_file: bool = False) -> dict:
         # CPU time of all this process's threads: on a machine shared with other work, wall-clock time stretches
         # but CPU time much less; cpu_seconds / cores is what the run would take with the cores to itself
         "cpu_seconds": round(cpu_seconds, 2),
-        "precision": "bf16" if embedder.uses_bf16 else "fp32", "batched": not per_file,
+        "embedder": embedder.runs_on, "batch_size": embedder.batch_size, "batched": not per_file,
         "load_average_before": load_before, "load_average_after": load_average(),
     }
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from chatqa.grounding import sentence_cut
-from chatqa.models.conversion import default_cache_dir, is_ct2_folder, prepare_decoder
+from chatqa.models.conversion import is_ct2_folder, prepare_decoder
 from chatqa.models.sources import DEFAULT_DECODER, DecoderUnavailable, decoder_source
 from chatqa.prompt import PromptPassage, prompt_messages
 from chatqa.registry import ModelRegistry
+from knowledge.cache import default_cache_dir
 
 __all__ = ["DecoderConfig", "DecoderUnavailable", "DraftPiece", "GenerativeDecoder", "decoder_registry"]
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class GenerativeDecoder:
     """Streams an answer to a question from numbered passages, with a CTranslate2 model.
 
     ``model`` names a packaged decoder (:data:`chatqa.models.sources.DECODERS`), converted into ``cache_dir``
-    (default :func:`chatqa.models.conversion.default_cache_dir`) on first use; ``model_folder`` loads another decoder
+    (default :func:`knowledge.cache.default_cache_dir`) on first use; ``model_folder`` loads another decoder
     folder instead (a retrained version: ``ct2/`` inside it). ``device`` goes through :func:`knowledge.device.pick_device`. Nothing is loaded
     until :meth:`warm_up`.
     """

@@ -41,13 +41,7 @@ from chatqa.decoder import DecoderConfig, GenerativeDecoder, decoder_registry
 from chatqa.export import FeedbackExample, chat_records, example_passages, feedback_examples
 from chatqa.grounding import contains_span, support
 from chatqa.log import ConversationLog
-from chatqa.models.conversion import (
-    TOKENIZER_FILES,
-    default_cache_dir,
-    hf_to_ct2,
-    is_hf_folder,
-    prepare_decoder,
-)
+from chatqa.models.conversion import TOKENIZER_FILES, hf_to_ct2, is_hf_folder, prepare_decoder
 from chatqa.models.sources import DEFAULT_DECODER, DecoderUnavailable, decoder_source
 from finetune.from_logs import split_examples
 from finetune.lora import (
@@ -61,6 +55,7 @@ from finetune.lora import (
     tokenize_record,
 )
 from knowledge.base import default_data_dir
+from knowledge.cache import default_cache_dir
 from knowledge.errors import ChatQAError
 from knowledge.files import atomic_write
 

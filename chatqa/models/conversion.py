@@ -13,7 +13,6 @@ transformers folder exists (it is only an intermediate; the packages still hold 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -23,17 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from chatqa.models.sources import DecoderUnavailable, PackagedGguf, join_parts
+from knowledge.cache import conversion_lock
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]  # receives a short line for the app's status, e.g. "joining the weights: 40%"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
                    "generation_config.json")
-
-
-def default_cache_dir() -> Path:
-    """Where packaged models are converted: ``$CHATQA_CACHE_DIR``, else ``~/.cache/chatqa``."""
-    return Path(os.environ.get("CHATQA_CACHE_DIR") or Path.home() / ".cache" / "chatqa")
 
 
 def is_hf_folder(folder: Path) -> bool:
@@ -115,9 +110,7 @@ def prepare_decoder(source: PackagedGguf, cache_dir: Path, progress: Progress | 
     folder = Path(cache_dir) / source.folder_name
     if is_ct2_folder(folder / "ct2"):
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{source.folder_name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with conversion_lock(folder):
         _convert(source, folder, progress if progress is not None else (lambda line: logger.info("%s", line)))
     return folder
 

@@ -13,11 +13,12 @@ import pytest
 
 from chatqa.decoder import GenerativeDecoder, decoder_registry
 from chatqa.engine import ChatEngine
-from chatqa.models.conversion import default_cache_dir, is_ct2_folder, is_hf_folder
+from chatqa.models.conversion import is_ct2_folder, is_hf_folder
 from chatqa.registry import SHIPPED
 from finetune.__main__ import main
 from finetune.decoder import DecoderRetrainConfig, NothingToLearn, decide_decoder, retrain_decoder
 from finetune.lora import AdapterChainBroken, adapter_chain, is_adapter_folder, load_version, tokenize_record
+from knowledge.cache import default_cache_dir
 from tests.finetune.conftest import log_rated_answers
 
 pytest.importorskip("peft")
