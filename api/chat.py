@@ -15,6 +15,7 @@ once it is loaded (the embedder's before); the passages the server adds to the d
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import time
@@ -29,7 +30,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from api.access import caller, owner, service
 from api.errors import APIError, error_body, status_of
 from chatqa.auth import User
-from chatqa.engine import TurnEvent, check_question
+from chatqa.engine import TurnEvent, check_question, final_result
 from chatqa.service import ChatService
 from chatqa.turn import TurnResult, source_numbers
 from knowledge.errors import ChatQAError
@@ -245,12 +246,5 @@ async def chat_completions(body: ChatCompletionRequest, svc: ChatService = Depen
         chunks = completion.events(events, first, include_usage)
         return StreamingResponse(iterate_in_threadpool(chunks), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-    result = await run_in_threadpool(_final, events, first)
+    result = await run_in_threadpool(final_result, itertools.chain([first], events))
     return JSONResponse(completion.response(result))
-
-
-def _final(events: Iterator[TurnEvent], first: TurnEvent) -> TurnResult:
-    event = first
-    while event.kind != "final":
-        event = next(events)
-    return event.result

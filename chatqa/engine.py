@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -66,6 +66,14 @@ def check_question(question: str) -> str:
     return question
 
 
+def final_result(events: Iterable[TurnEvent]) -> TurnResult:
+    """The TurnResult that ends a turn's events (the ones before it are consumed)."""
+    for event in events:
+        if event.kind == "final":
+            return event.result
+    raise RuntimeError("the turn ended without a result")
+
+
 class ChatEngine:
     """Answers questions over a knowledge base, remembering each conversation's earlier turns."""
 
@@ -105,12 +113,7 @@ class ChatEngine:
 
     # -- answering -------------------------------------------------------------------------------------------------
     def ask(self, question: str, conversation_id: str | None = None, **kwargs) -> TurnResult:
-        result = None
-        for event in self.stream(question, conversation_id, **kwargs):
-            if event.kind == "final":
-                result = event.result
-        assert result is not None
-        return result
+        return final_result(self.stream(question, conversation_id, **kwargs))
 
     def stream(
         self, question: str, conversation_id: str | None = None, *,

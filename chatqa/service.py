@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from chatqa.auth import UserStore
-from chatqa.engine import ChatEngine, TurnEvent, check_question
+from chatqa.engine import ChatEngine, TurnEvent, check_question, final_result
 from chatqa.turn import TurnResult
 
 logger = logging.getLogger(__name__)
@@ -81,12 +81,7 @@ class TurnRunner:
             abandoned.set()
 
     def ask(self, question: str, conversation_id: str | None = None, **kwargs) -> TurnResult:
-        result = None
-        for event in self.stream(question, conversation_id, **kwargs):
-            if event.kind == "final":
-                result = event.result
-        assert result is not None
-        return result
+        return final_result(self.stream(question, conversation_id, **kwargs))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
