@@ -32,8 +32,9 @@ def engine(tmp_path_factory):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "#22 open: since the guide lists more formats, the reader's first span is 'Knowledge tab, or add files…' and the "
-    "shipped adapter (880 CANARD examples) rewrites 'they' as 'knowledge tab'; the app keeps the rules by default"))
+    "#22 open: the shipped adapter (rewriter-2, step 150) returns the follow-up with 'they' kept, so the rules step "
+    "in and take the reader's first span ('Knowledge tab, or add files…'): 'what happens when knowledge tab are "
+    "password-protected?'; the app keeps the rules by default"))
 def test_they_is_resolved_in_the_bundled_guide_conversation(engine):
     conversation = engine.log.new_conversation()
     first = engine.ask("Which file types can I upload?", conversation)
