@@ -323,7 +323,12 @@ class ChatEngine:
             state = "loaded" if self.decoder.is_loaded else "not loaded yet"
             roles.append(("Decoder (generative)", [f"version: {self.decoder_version or self.decoder.name}: {state}",
                                                    f"folder: {self.decoder.folder}"]))
-        roles.append(("Embedder (retrieval)", [self.kb.embedder.name]))
+        embedder = self.kb.embedder
+        runs = {"ct2-int8": "CTranslate2 int8", "torch-bf16": "torch, bf16 autocast", "torch-fp32": "torch, fp32"}
+        facts = [embedder.name]
+        if getattr(embedder, "is_loaded", False):
+            facts.append(f"runs on: {runs.get(embedder.runs_on, embedder.runs_on)}")
+        roles.append(("Embedder (retrieval)", facts))
         return roles
 
     def model_versions(self) -> dict[str, str]:

@@ -261,3 +261,10 @@ def test_eval_conversations_rejects_a_malformed_file(tmp_path):
     (tmp_path / "bad.json").write_text('{"conversations": [{"id": "c1", "turns": [{"question": "x"}]}]}')
     with pytest.raises(Exception, match="not a conversation set"):
         load_conversations(tmp_path / "bad.json")
+
+
+def test_the_models_tab_says_what_the_embedder_runs_on(kb):
+    engine = ChatEngine(kb, FakeReader())
+    assert dict(engine.describe_models())["Embedder (retrieval)"] == ["fake-bow"]  # not loaded: nothing to say yet
+    kb.embedder.is_loaded, kb.embedder.runs_on = True, "ct2-int8"
+    assert dict(engine.describe_models())["Embedder (retrieval)"] == ["fake-bow", "runs on: CTranslate2 int8"]
