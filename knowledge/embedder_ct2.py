@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -135,9 +136,12 @@ class Ct2Embedder:
         from transformers import AutoTokenizer
 
         folder = prepare(Path(model_path), default_cache_dir() if cache_dir is None else Path(cache_dir))
+        # Batches run side by side, one core each (inter_threads), rather than one batch across all cores: on the
+        # 2-core CPU the articles' passages embed ~25% faster so (README, ingestion speed).
+        self.workers = max(1, threads or os.cpu_count() or 1)
         try:
             self.encoder = ctranslate2.Encoder(str(folder), device="cpu", compute_type=QUANTIZATION,
-                                               intra_threads=threads)
+                                               inter_threads=self.workers, intra_threads=1)
         except (RuntimeError, ValueError) as e:
             raise Ct2Unavailable(f"could not load {folder} ({e})") from e
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
@@ -146,6 +150,12 @@ class Ct2Embedder:
         self.folder = folder
         # A fast tokenizer called from two threads at once (ingestion and a search) can raise "Already borrowed".
         self._tokenizer_lock = threading.Lock()
+        self._workers_pool: ThreadPoolExecutor | None = None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._workers_pool is None:
+            self._workers_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chatqa-embed")
+        return self._workers_pool
 
     def embed(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         """(len(texts), dim) float32, unit length; texts are batched in order of length, so padding stays small."""
@@ -155,12 +165,20 @@ class Ct2Embedder:
         with self._tokenizer_lock:
             ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length, verbose=False)["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+        def pooled(rows: list[int]) -> tuple[list[int], np.ndarray]:
             batch = [ids[i] for i in rows]
             hidden = np.asarray(self.encoder.forward_batch(batch).last_hidden_state, dtype=np.float32)
             lengths = np.array([len(x) for x in batch])
             mask = (np.arange(hidden.shape[1])[None, :] < lengths[:, None]).astype(np.float32)
-            out[rows] = np.einsum("bsd,bs->bd", hidden, mask) / lengths[:, None]
+            return rows, np.einsum("bsd,bs->bd", hidden, mask) / lengths[:, None]
+
+        if len(batches) == 1 or self.workers == 1:
+            done = map(pooled, batches)
+        else:
+            done = self._pool().map(pooled, batches)
+        for rows, vectors in done:
+            out[rows] = vectors
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.ascontiguousarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
