@@ -18,6 +18,8 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,6 +93,20 @@ def build_features(examples: list[TrainExample], tokenizer, cfg: ReaderTrainingC
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------------
+@contextmanager
+def training_log(folder: Path) -> Iterator[None]:
+    """Meanwhile, the ``finetune`` loggers also write to ``folder/train.log`` (timestamped lines)."""
+    handler = logging.FileHandler(folder / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("finetune")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def replace_dir(tmp: Path, final: Path) -> None:
     """Swap a completely written folder into place (the old one is removed only after the new one exists)."""
     old = final.with_name(final.name + ".old")
@@ -134,13 +150,11 @@ class ReaderTrainer:
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
-        handler = self._log_to_file()
-        try:
-            return self._run()
-        finally:
-            logging.getLogger("finetune").removeHandler(handler)
-            handler.close()
-            _reset_accelerate()
+        with training_log(self.out):
+            try:
+                return self._run()
+            finally:
+                _reset_accelerate()
 
     def _run(self) -> Path:
         import torch
@@ -250,12 +264,6 @@ class ReaderTrainer:
         return self._finish(final_model, tokenizer, state)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
-    def _log_to_file(self) -> logging.Handler:
-        handler = logging.FileHandler(self.out / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logging.getLogger("finetune").addHandler(handler)
-        return handler
-
     def _save_state(self, accelerator, state: dict) -> None:
         tmp = self.out / "state.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

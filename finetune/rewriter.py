@@ -25,7 +25,7 @@ from pathlib import Path
 from chatqa.canard import RewriteExample, filter_supported, read_canard
 from chatqa.models.rewrite_prompt import MAX_HISTORY, build_prompt
 from finetune.lora import collate_chat
-from finetune.reader import replace_dir
+from finetune.reader import replace_dir, training_log
 from knowledge.device import cpu_supports_bf16
 
 logger = logging.getLogger(__name__)
@@ -102,14 +102,8 @@ class RewriterTrainer:
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.out / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logging.getLogger("finetune").addHandler(handler)
-        try:
+        with training_log(self.out):
             return self._run()
-        finally:
-            logging.getLogger("finetune").removeHandler(handler)
-            handler.close()
 
     def _run(self) -> Path:
         import torch
