@@ -112,7 +112,7 @@ def resolve(svc: ChatService, requested: str | None, pairs: list[tuple[str, str]
     log = svc.log
     if requested:
         conversation_id = conversation_id_of(requested)
-        log.history(conversation_id, owner=who)  # UnknownConversation (404) when it is not the caller's
+        log.check_owner(conversation_id, who)  # UnknownConversation (404) when it is not the caller's
         return conversation_id, None
     if pairs:
         turn = log.last_turn_matching(*pairs[-1], owner=who)

@@ -48,7 +48,7 @@ def give_feedback(svc: ChatService, body: FeedbackRequest, who: str | None) -> d
     turn = svc.log.turn(body.turn_id)  # UnknownTurn: 404
     if who is not None:
         try:
-            svc.log.history(turn.conversation_id, owner=who)
+            svc.log.check_owner(turn.conversation_id, who)
         except UnknownConversation:
             raise UnknownTurn(body.turn_id) from None  # another user's turn: as if it did not exist
     feedback_id = svc.log.feedback(body.turn_id, rating, passage_rank=body.passage_rank, start=body.start,

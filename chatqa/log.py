@@ -255,10 +255,18 @@ class ConversationLog:
         With ``owner``, another user's conversation (or one had without sign-in) is :class:`UnknownConversation`
         too, so an id alone tells nobody whether it exists."""
         with self._lock:
-            row = self.db.execute("SELECT owner FROM conversations WHERE id = ?", [conversation_id]).fetchone()
-            if row is None or (owner is not None and row[0] != owner):
-                raise UnknownConversation(conversation_id)
+            self._check_owner(conversation_id, owner)
             return self._turns("WHERE conversation_id = ? ORDER BY turn_index", [conversation_id])
+
+    def check_owner(self, conversation_id: str, owner: str | None) -> None:
+        """:class:`UnknownConversation` unless the conversation exists and (with ``owner``) is theirs; reads no turn."""
+        with self._lock:
+            self._check_owner(conversation_id, owner)
+
+    def _check_owner(self, conversation_id: str, owner: str | None) -> None:
+        row = self.db.execute("SELECT owner FROM conversations WHERE id = ?", [conversation_id]).fetchone()
+        if row is None or (owner is not None and row[0] != owner):
+            raise UnknownConversation(conversation_id)
 
     def last_turn_matching(self, question: str, answer: str, *, owner: str | None = None) -> LoggedTurn | None:
         """The most recent turn that asked ``question`` and answered ``answer`` and is the last of its conversation
