@@ -7,9 +7,10 @@
 
 Two folders, each added to a fresh knowledge base with the real embedder (loaded and warmed before timing):
 2,000 small generated text files (2-5 sentences of the SQuAD dev articles each, ~500 characters), and the 13 SQuAD
-dev articles (`squad-v1.1-dev-13art.json`) as text files. The machine's load average is recorded before and after
-each run, with the CPU time the run used (all threads): this project's machines are shared, and on a busy machine
-wall-clock time stretches while CPU time does much less. `embedder` records what embedded (ct2-int8, torch-bf16 or
+dev articles (`squad-v1.1-dev-13art.json`) as text files, each added `--repeats` times (the median run is reported,
+every run kept). The machine's load average is recorded before and after each run, with the CPU time the run used
+(all threads): this project's machines are shared, and on a busy machine wall-clock time stretches while CPU time
+does much less. `embedder` records what embedded (ct2-int8, torch-bf16 or
 torch-fp32; CHATQA_EMBEDDER_BACKEND=torch measures the torch path) and `batch_size` its batch size.
 """
 
@@ -88,6 +89,14 @@ def run(folder: Path, embedder: Embedder, *, per_file: bool = False) -> dict:
     }
 
 
+RUN_SUMMARY = ("seconds", "files_per_second", "chunks_per_second", "cpu_seconds", "load_average_before")
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median time (the shared machine's neighbours make single runs vary by ±10%)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -105,11 +114,14 @@ def plot(results: dict, path: Path) -> None:
         for bar, (_, r) in zip(bars, runs, strict=True):
             ax.annotate(f"{r[metric]}\n({r['seconds']} s, load {r['load_average_before'][0]})",
                         (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+        every = [r[metric] for r in results.get(f"{key}_runs", [])]
+        if every:
+            ax.plot([bars[0].get_x() + bars[0].get_width() / 2] * len(every), every, "k.", label="each run")
         ax.axhline(target, color="C2", lw=0.8, ls=":", label=f"target {target:.1f} {label}")
         ax.axhline(before, color="C3", lw=0.8, ls="--", label=f"before #23, as reported: {before:g} {label}")
         ax.set_ylabel(label)
         ax.margins(y=0.25)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="lower right")
     left.set_title(f"{results['small_files']['files']:,} small text files", fontsize=10)
     right.set_title(f"{results['articles']['files']} SQuAD dev articles ({results['articles']['chunks']} chunks)", fontsize=10)
     fig.suptitle(f"Ingestion, {results['machine']['cpus']}-core CPU (shared; load average shown)", fontsize=11)
@@ -123,6 +135,8 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="also measure one embedder call per file in fp32")
     parser.add_argument("--baseline-files", type=int, default=300,
                         help="small files in the baseline run (default 300: it is slow; files/s is what compares)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each folder; the median run is reported, all are kept (default 3)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the saved JSON")
     args = parser.parse_args()
@@ -144,10 +158,13 @@ def main() -> None:
         small, articles = Path(tmp) / "small", Path(tmp) / "articles"
         write_small_files(small, args.files, sentences, rng)
         write_articles(articles)
-        results["small_files"] = run(small, embedder)
-        print(json.dumps({"small_files": results["small_files"]}), flush=True)
-        results["articles"] = run(articles, embedder)
-        print(json.dumps({"articles": results["articles"]}), flush=True)
+        for key, folder in (("small_files", small), ("articles", articles)):
+            runs = []
+            for _ in range(args.repeats):
+                runs.append(run(folder, embedder))
+                print(json.dumps({key: runs[-1]}), flush=True)
+            results[key] = median_run(runs)
+            results[f"{key}_runs"] = [{k: r[k] for k in RUN_SUMMARY} for r in runs]
         if args.baseline:
             fp32 = Embedder(precision="fp32")
             fp32._model = embedder.model  # the same loaded model, without autocast
