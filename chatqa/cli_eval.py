@@ -23,6 +23,16 @@ def cmd_eval_retrieval(args) -> int:
     return 0
 
 
+def _dialog(args, data_dir):
+    """The dialog manager `--rewriter` asks for: None (the engine's default, the rules) or the shipped model's."""
+    if args.rewriter != "model":
+        return None
+    from chatqa.dialog import DialogManager
+    from chatqa.rewrite_eval import load_rewriter
+
+    return DialogManager(rewriter=load_rewriter(data_dir, args.rewriter_model))
+
+
 def cmd_eval_conversations(args) -> int:
     from chatqa.decoder import GenerativeDecoder
     from chatqa.evaluation import evaluate_conversations
@@ -32,14 +42,8 @@ def cmd_eval_conversations(args) -> int:
     if args.mode != "extractive":
         decoder = GenerativeDecoder()
         decoder.warm_up()
-    dialog = None
-    if args.rewriter == "model":
-        from chatqa.dialog import DialogManager
-        from chatqa.rewrite_eval import load_rewriter
-
-        dialog = DialogManager(rewriter=load_rewriter(args.data_dir, args.rewriter_model))
     report = evaluate_conversations(args.file, args.squad, mode=args.mode, reader=ExtractiveReader(args.reader),
-                                    decoder=decoder, dialog=dialog)
+                                    decoder=decoder, dialog=_dialog(args, args.data_dir))
     _print_report(report, args.json)
     return 0
 
@@ -50,6 +54,12 @@ def cmd_eval_rewrites(args) -> int:
     rewriter = None if args.no_model else load_rewriter(args.data_dir, args.rewriter_model)
     _print_report(evaluate_rewrites(args.file, rewriter=rewriter, limit=args.limit), args.json)
     return 0
+
+
+def _rewriter_arguments(p) -> None:
+    p.add_argument("--rewriter", choices=("rules", "model"), default="rules",
+                   help="who rewrites follow-ups: the rules or the shipped rewriter model (default rules)")
+    p.add_argument("--rewriter-model", type=Path, default=None, help=argparse.SUPPRESS)
 
 
 def cmd_eval_docs(args) -> int:
@@ -71,6 +81,9 @@ def cmd_eval_docs(args) -> int:
         data_dir, settings=engine_module.EngineSettings(mode=modes[0], k=args.k), reader_checkpoint=args.reader,
         decoder=generative, decoder_model=args.decoder,
     )
+    dialog = _dialog(args, data_dir)
+    if dialog is not None:
+        engine.dialog = dialog
     try:
         engine.warm_up(decoder=generative)
         n = args.limit
@@ -87,6 +100,7 @@ def cmd_eval_docs(args) -> int:
         engine.kb.close()
         if engine.log is not None:
             engine.log.close()
+    report["rewriter"] = args.rewriter
     report["index_seconds"] = round(index_seconds, 1)  # adding the documents: embedding them on a new knowledge base
     if args.details is not None:
         args.details.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in details), encoding="utf-8")
@@ -153,9 +167,7 @@ def add_eval_commands(commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--squad", required=True, type=Path, help="SQuAD file whose articles form the knowledge base")
     p.add_argument("--mode", choices=ANSWER_MODES, default="extractive", help="answer mode (default extractive)")
     p.add_argument("--reader", type=Path, default=None, help="reader checkpoint (default: the shipped one)")
-    p.add_argument("--rewriter", choices=("rules", "model"), default="rules",
-                   help="who rewrites follow-ups: the rules or the shipped rewriter model (default rules)")
-    p.add_argument("--rewriter-model", type=Path, default=None, help=argparse.SUPPRESS)
+    _rewriter_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_conversations)
     p = ev_commands.add_parser(
@@ -188,5 +200,6 @@ def add_eval_commands(commands, common: argparse.ArgumentParser) -> None:
                    help="also write every turn (question, span, answer shown, scores) to this JSONL file")
     p.add_argument("--decoder", choices=list(DECODERS), default=DEFAULT_DECODER,
                    help=f"generative decoder (default {DEFAULT_DECODER})")
+    _rewriter_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval_docs)

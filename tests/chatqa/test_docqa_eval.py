@@ -168,3 +168,21 @@ def test_cli_eval_docs(tiny_set, tmp_path, monkeypatch, capsys):
 
     assert main(["eval", "docs", "--docs", str(tmp_path / "none"), "--file", str(tiny_set)]) == 1
     assert "missing; build the documents" in capsys.readouterr().err
+
+    # --rewriter model: follow-ups are rewritten by the model (here a stand-in that records its calls)
+    calls = []
+
+    class StandInRewriter:
+        def rewrite(self, question, history):
+            calls.append((question, list(history)))
+            return "Who designed the tower in Paris?"
+
+    import chatqa.rewrite_eval
+
+    monkeypatch.setattr(chatqa.rewrite_eval, "load_rewriter", lambda data_dir, folder: StandInRewriter())
+    assert main(argv + ["--rewriter", "model", "--details", str(details), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rewriter"] == "model"
+    rows = {r["id"]: r for r in map(json.loads, details.read_text().splitlines())}
+    assert calls == [("Who designed it?", ["When was the Eiffel Tower built?"])]  # the follow-up only
+    assert rows["c1.2"]["standalone_question"] == "Who designed the tower in Paris?"
+    assert rows["c1.1"]["standalone_question"] == "When was the Eiffel Tower built?"
