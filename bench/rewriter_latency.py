@@ -102,7 +102,7 @@ def main() -> int:
     report = {
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "load_average_before": [round(x, 2) for x in load_before]},
-        "rewrite": summary(times),
+        "rewrite": {**summary(times), "intra_threads": rewriter.threads},
         "first_turn_condense": {**summary(first_times), "model_calls": Counting.calls},
         "examples": rewrites[:10],
     }
