@@ -34,6 +34,9 @@ WH_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "ho
 AUXILIARIES = {"is", "are", "was", "were", "do", "does", "did", "has", "have", "had", "can", "could", "will",
                "would", "should", "may", "might", "must", "shall", "be", "been", "being", "many", "much", "long",
                "old", "far", "year", "years", "type", "kind", "percentage", "number", "the", "a", "an"}
+# the people in the chat: "How do I unpack it?" is about unpacking, and "I" is never the topic (capitalised, it
+# looked like a name: "Will it overwrite…?" became "Will I overwrite…?")
+SPEAKERS = {"i", "we", "you"}
 DO = {"do", "does", "did"}  # after do-support, "that" is the subject: "What does that stand for?"
 PERSONAL = {"he": "", "him": "", "she": "", "they": "", "them": "", "his": "'s", "her": "'s", "their": "'s",
             "hers": "'s", "theirs": "'s"}
@@ -41,7 +44,7 @@ NEUTER = {"it": "", "its": "'s", "this": "", "that": "", "these": "", "those": "
 ELLIPSIS_STARTS = ("and ", "what about ", "how about ", "also ", "and what about ")
 PREPOSITIONS = {"in", "of", "at", "on", "from", "to", "for", "by", "with", "became", "into", "near", "during", "under"}
 _SWAP = re.compile(r"^(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*\??$", re.IGNORECASE)
-_TOKEN = re.compile(r"[A-Za-z0-9][\w'’.-]*|[^\w\s]")
+_TOKEN = re.compile(r"\.?[A-Za-z0-9][\w'’.-]*|[^\w\s]")  # ".bz2" is one word
 _NAME = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|de|von|van|and|&)\s+)?(?:[A-Z][\w'’.-]*|\d[\w-]*))*")
 
 
@@ -71,7 +74,8 @@ def subject_of(question: str) -> str:
     body = question.strip().rstrip("?.! ")
     body = re.sub(r"^[A-Z][a-z]+ly,\s*", "", body)  # "Historically, what was…": the adverb is not a name
     names = [m.group(0) for m in _NAME.finditer(body) if m.start() > 0 or m.group(0).lower() not in WH_WORDS]
-    names = [n for n in names if n.split()[0].lower() not in WH_WORDS | AUXILIARIES or len(n.split()) > 1]
+    names = [n for n in names if (n.split()[0].lower() not in WH_WORDS | AUXILIARIES or len(n.split()) > 1)
+             and _strip_leading_function_words(n).lower() not in SPEAKERS]  # "Can I…?": not a name
     if names:
         best = re.sub(r"['’]s$", "", max(names, key=lambda n: (len(n.split()), len(n))))
         start = body.find(best)
@@ -79,14 +83,14 @@ def subject_of(question: str) -> str:
         return ("the " if article else "") + _strip_leading_function_words(best)
     words = body.split()
     i = 0
-    while i < len(words) and words[i].lower() in WH_WORDS | AUXILIARIES:
+    while i < len(words) and words[i].lower() in WH_WORDS | AUXILIARIES | SPEAKERS:
         i += 1
     return " ".join(words[i : i + 4])
 
 
 def _strip_leading_function_words(phrase: str) -> str:
     words = phrase.split()
-    while len(words) > 1 and words[0].lower() in WH_WORDS | AUXILIARIES:
+    while len(words) > 1 and words[0].lower() in WH_WORDS | AUXILIARIES | SPEAKERS:
         words = words[1:]
     return " ".join(words)
 
@@ -272,7 +276,7 @@ class DialogManager:
             else:
                 out.append(word)
         text = " ".join(out)
-        return re.sub(r"\s+([?.!,;:'’])", r"\1", text).replace(" 's", "'s")
+        return re.sub(r"\s+([?.!,;:'’])(?=\s|$)", r"\1", text).replace(" 's", "'s")
 
     def _fill_ellipsis(self, question: str, previous: Exchange) -> str:
         """'What about Good Morning America?' after 'When did General Hospital begin airing?' → 'When did Good
