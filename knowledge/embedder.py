@@ -32,6 +32,14 @@ BACKENDS = ("auto", "torch", "ct2")
 BATCH_SIZES = {"torch": 16, "ct2": 4}  # measured on the articles' ~200-token passages (README, ingestion speed)
 
 
+def _setting(what: str, value: str | None, variable: str, choices: tuple[str, ...]) -> str:
+    """``value``, else the environment variable ``variable``, else "auto"; one of ``choices`` or a ValueError."""
+    value = value if value is not None else os.environ.get(variable) or "auto"
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 class Embedder:
     """Maps texts to L2-normalised float32 vectors, so inner product is cosine similarity.
 
@@ -53,12 +61,8 @@ class Embedder:
     ):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        precision = precision if precision is not None else os.environ.get("CHATQA_EMBEDDER_PRECISION") or "auto"
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        backend = backend if backend is not None else os.environ.get("CHATQA_EMBEDDER_BACKEND") or "auto"
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        precision = _setting("precision", precision, "CHATQA_EMBEDDER_PRECISION", PRECISIONS)
+        backend = _setting("backend", backend, "CHATQA_EMBEDDER_BACKEND", BACKENDS)
         self.model_path = Path(model_path) if model_path is not None else None
         self.device = device
         self._batch_size = batch_size
