@@ -45,7 +45,8 @@ from knowledge.files import atomic_write
 
 ExportFormat = Literal["squad", "chat"]
 EXPORT_FORMATS: tuple[str, ...] = ("squad", "chat")
-Source = Literal["thumbs_up", "corrected_span", "typed_answer", "thumbs_down", "confirmed_abstention"]
+# "seed": not from the log, but a labelled answer of a QA file the decoder's retrain adds (finetune/decoder_seed.py)
+Source = Literal["thumbs_up", "corrected_span", "typed_answer", "thumbs_down", "confirmed_abstention", "seed"]
 
 
 class InvalidExport(ChatQAError):
@@ -202,7 +203,7 @@ def squad_json(examples: list[FeedbackExample]) -> dict:
 def chat_records(examples: list[FeedbackExample]) -> list[dict]:
     """Chat JSONL records for the decoder: one per positive, with the prompt rebuilt as the decoder saw it (the
     turn's passages, numbered and cut the same way, the example's passage always among them). A corrected span's
-    reply is the extractive template citing its passage."""
+    reply is the extractive template citing its passage; a seed example's, the sentence holding its answer."""
     records = []
     for ex in examples:
         if ex.is_impossible:
@@ -212,7 +213,9 @@ def chat_records(examples: list[FeedbackExample]) -> list[dict]:
         reply = ex.reply
         if ex.source != "thumbs_up":
             number = next(p.number for p in shown if p.index == index)
-            reply = f"{template_answer(ex.question, ex.answer_text, evidence_sentence(ex.context, ex.answer_start, end))} [{number}]"
+            evidence = evidence_sentence(ex.context, ex.answer_start, end)
+            answer = " ".join(evidence.split()) if ex.source == "seed" else template_answer(ex.question, ex.answer_text, evidence)
+            reply = f"{answer} [{number}]"
         messages = prompt_messages(ex.question, shown, ex.history)
         messages.append({"role": "assistant", "content": reply})
         records.append({"id": ex.id, "conversation_id": ex.conversation_id, "source": ex.source, "messages": messages})

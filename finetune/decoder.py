@@ -1,10 +1,12 @@
 """LoRA fine-tuning of the generative decoder on the conversation log, promoted only if it is better.
 
-    python -m finetune decoder --from-logs [--data-dir DIR]
+    python -m finetune decoder --from-logs [--data-dir DIR] [--squad FILE ...]
 
 1. The training data is the chat export (:func:`chatqa.export.chat_records`: the decoder's own prompt rebuilt from
    the logged passages, and the reply a person rated 👍 or a template around the span they selected), split by
-   conversation exactly as the reader's retrain splits it (:func:`finetune.from_logs.split_examples`).
+   conversation exactly as the reader's retrain splits it (:func:`finetune.from_logs.split_examples`). ``--squad
+   FILE ...`` adds labelled answers of extractive QA files, answered with the sentence that holds them
+   (:mod:`finetune.decoder_seed`): what a fresh install, with nothing logged yet, can learn from.
 2. The active version's float weights are rebuilt: the packaged transformers folder (``<cache>/decoder-<name>/hf/``)
    with the LoRA adapters of its lineage merged in order (:mod:`finetune.lora`).
 3. LoRA adapters (peft; r 8, alpha 16 on every attention and MLP projection) are trained on the training split, the
@@ -43,6 +45,7 @@ from chatqa.grounding import contains_span, support
 from chatqa.log import ConversationLog
 from chatqa.models.conversion import TOKENIZER_FILES, hf_to_ct2, is_hf_folder, prepare_decoder
 from chatqa.models.sources import DEFAULT_DECODER, DecoderUnavailable, decoder_source
+from finetune.decoder_seed import squad_seed_examples
 from finetune.from_logs import split_examples
 from finetune.lora import (
     ADAPTER,
@@ -85,6 +88,10 @@ class DecoderRetrainConfig:
         default=None, metadata={"help": "bf16 autocast while training (default: on CUDA and on CPUs with bf16 "
                                         "instructions); held-out losses are always measured in float32"})
     max_train_examples: int | None = field(default=None, metadata={"help": "train on at most this many examples"})
+    squad: list[str] = field(default_factory=list, metadata={
+        "help": "SQuAD-format files whose labelled answers are added as answering examples: the paragraph among others "
+                "of its document, the reply the sentence holding the answer (finetune/decoder_seed.py)"})
+    squad_examples: int = field(default=480, metadata={"help": "how many examples --squad adds, drawn evenly"})
     max_eval_drafts: int = field(default=20, metadata={"help": "held-out examples each version drafts an answer for"})
     draft_tokens: int = field(default=160, metadata={"help": "the longest draft, in tokens"})
     seed: int = 0
@@ -123,10 +130,12 @@ def retrain_decoder(cfg: DecoderRetrainConfig) -> DecoderRetrainReport:
 
     with ConversationLog(data_dir) as log:
         examples, counts = feedback_examples(log)
+    examples += squad_seed_examples(cfg.squad, cfg.squad_examples if cfg.squad else 0, cfg.seed)
     train, held = split_examples([ex for ex in examples if not ex.is_impossible], cfg.heldout_share)
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
-    logger.info("feedback: %s; %d answers to train on, %d held out", counts.describe(), len(train), len(held))
+    logger.info("feedback: %s; %d answers to train on, %d held out (with %d from --squad files)", counts.describe(),
+                len(train), len(held), len(examples) - counts.positives - counts.negatives)
     if not train:
         raise NothingToLearn(f"nothing to learn from yet: {counts.describe()}, no answer in the training split. "
                              "Rate answers (and correct the wrong ones) in the app first.")
