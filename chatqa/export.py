@@ -228,19 +228,20 @@ def example_passages(ex: FeedbackExample, budgets: tuple[int, ...] | None = None
     if ex.is_impossible:
         raise ValueError(f"example {ex.id} has no answer span: the decoder is not prompted for it")
     budgets = budgets if budgets is not None else DecoderConfig().passage_chars
-    passages = list(ex.passages) or [_Passage(ex.context)]
+    passages = list(ex.passages) or [ExamplePassage(ex.context)]
     index = next((i for i, p in enumerate(passages) if getattr(p, "rank", 0) == ex.rank), 0)
     span = (index, ex.answer_start, ex.answer_start + len(ex.answer_text))
     return index, prompt_passages(passages, ex.question, span, budgets)
 
 
 @dataclass(frozen=True)
-class _Passage:
-    """An example's context as a passage of its own (an example built without the turn's passages)."""
+class ExamplePassage:
+    """A passage of an example built without a logged turn (its context alone, or a QA file's paragraph)."""
 
     text: str
     doc_name: str = "document"
     page: int | None = None
+    rank: int = 0
 
 
 def render(examples: list[FeedbackExample], fmt: str) -> str:

@@ -130,12 +130,13 @@ def retrain_decoder(cfg: DecoderRetrainConfig) -> DecoderRetrainReport:
 
     with ConversationLog(data_dir) as log:
         examples, counts = feedback_examples(log)
-    examples += squad_seed_examples(cfg.squad, cfg.squad_examples if cfg.squad else 0, cfg.seed)
+    seeded = squad_seed_examples(cfg.squad, cfg.squad_examples, cfg.seed)
+    examples += seeded
     train, held = split_examples([ex for ex in examples if not ex.is_impossible], cfg.heldout_share)
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
     logger.info("feedback: %s; %d answers to train on, %d held out (with %d from --squad files)", counts.describe(),
-                len(train), len(held), len(examples) - counts.positives - counts.negatives)
+                len(train), len(held), len(seeded))
     if not train:
         raise NothingToLearn(f"nothing to learn from yet: {counts.describe()}, no answer in the training split. "
                              "Rate answers (and correct the wrong ones) in the app first.")

@@ -22,24 +22,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from chatqa.export import FeedbackExample
+from chatqa.export import ExamplePassage, FeedbackExample
 from chatqa.grounding import evidence_sentence
 from knowledge.errors import ChatQAError
 
 MAX_REPLY_CHARS = 400
-
-
-@dataclass(frozen=True)
-class SeedPassage:
-    """A paragraph shown to the decoder, as a logged passage would be."""
-
-    text: str
-    doc_name: str
-    rank: int
-    page: int | None = None
 
 
 def squad_seed_examples(paths: Sequence[str | Path], n: int, seed: int = 0, shown: int = 3) -> list[FeedbackExample]:
@@ -88,6 +77,6 @@ def _example(rng: random.Random, title: str, contexts: list[str], index: int, qa
     rank = rng.randrange(len(order) + 1)
     order.insert(rank, context)
     doc_name = title.rsplit("/", 1)[-1]
-    passages = tuple(SeedPassage(text, doc_name, r) for r, text in enumerate(order))
+    passages = tuple(ExamplePassage(text, doc_name, rank=r) for r, text in enumerate(order))
     return FeedbackExample(f"seed-{qa['id']}", f"seed:{title}", 0, qa["question"], context, start, answer["text"],
                            "seed", None, (), passages, rank)
